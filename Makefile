@@ -1,0 +1,32 @@
+# The whole set-up is `make demo` or `make test`; each builds .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test test-fast demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/vat3d demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/prepare.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+from vat3d.cli import main
+
+main()

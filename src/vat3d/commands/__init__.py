@@ -1,0 +1,1 @@
+"""One module per ``vat3d`` sub-command; each defines ``register(app)``."""

@@ -1,0 +1,155 @@
+"""Save and load models as ``config.json`` + ``model.safetensors`` (diffusers style).
+
+The constructor arguments of a model *are* its config: :func:`register_to_config`
+records them, :meth:`ModelMixin.save_pretrained` writes them as JSON beside the
+weights, and :meth:`ModelMixin.from_pretrained` rebuilds the model from the JSON
+and loads the weights with safetensors (never unpickling anything).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vat3d import __version__
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+T = TypeVar("T", bound="ModelMixin")
+
+
+def register_to_config(init):
+    """Decorate ``__init__`` so the bound keyword arguments become ``self.config``."""
+
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        config = {k: v for k, v in bound.arguments.items() if k != "self"}
+        extra = config.pop("kwargs", None)
+        if extra:
+            raise TypeError(f"{type(self).__name__} got unexpected config keys: {sorted(extra)}")
+        config = {k: _jsonable(v) for k, v in config.items()}
+        init(self, *args, **kwargs)
+        self.config = dict(config)
+
+    return wrapper
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    raise TypeError(f"config value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ModelMixin(nn.Module):
+    """Adds ``save_pretrained``/``from_pretrained``/``fingerprint`` to an ``nn.Module``."""
+
+    config: dict
+
+    def save_pretrained(self, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"_class_name": type(self).__name__, "_vat3d_version": __version__, **self.config}
+        if metadata:
+            config["_metadata"] = _jsonable(metadata)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(state, tmp, metadata={"fingerprint": self.fingerprint()})
+            os.replace(tmp, directory / WEIGHTS_NAME)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        _atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+        return directory
+
+    @classmethod
+    def from_config(cls: type[T], config: dict) -> T:
+        kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
+        return cls(**kwargs)
+
+    @classmethod
+    def load_config(cls, directory: str | os.PathLike) -> dict:
+        path = Path(_resolve(directory)) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"no {CONFIG_NAME} in {path.parent}")
+        config = json.loads(path.read_text())
+        name = config.get("_class_name")
+        if name is not None and name != cls.__name__:
+            raise ValueError(f"{path} holds a {name}, not a {cls.__name__}")
+        return config
+
+    @classmethod
+    def from_pretrained(cls: type[T], directory: str | os.PathLike, map_location: str = "cpu") -> T:
+        """Build the model from ``config.json`` and load ``model.safetensors`` (strict)."""
+        root = Path(_resolve(directory))
+        model = cls.from_config(cls.load_config(root))
+        weights = root / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"no {WEIGHTS_NAME} in {root}")
+        model.load_state_dict(load_file(str(weights), device=map_location), strict=True)
+        model.eval()
+        return model
+
+    def fingerprint(self, nbytes: int = 8) -> str:
+        """A short hex digest of the config and every weight: two models share it only if identical."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(self.config, sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(str(tensor.dtype).encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[: 2 * nbytes]
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def _resolve(directory: str | os.PathLike) -> str:
+    """A local folder as is; otherwise a Hugging Face Hub repo id (needs network or the local cache)."""
+    path = Path(directory)
+    if path.exists():
+        return str(path)
+    text = str(directory)
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo_id=text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
+    raise FileNotFoundError(f"no model folder at {directory}")
