@@ -1,0 +1,68 @@
+"""``vat3d train-tokenizer``: train the VAT tokenizer on prepared data with Lightning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def train_tokenizer(
+    config: str = typer.Option("small", "--config", "-c", help="Packaged config name (tiny, small, base, large) or a YAML path."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Prepared data folder (vat3d prepare); overrides data.root."),
+    run_dir: Path = typer.Option(Path("runs/tokenizer"), "--run-dir", "-o", help="Checkpoints, logs, previews and the exported model go here."),
+    max_steps: Optional[int] = typer.Option(None, help="Override training.max_steps."),
+    max_time: Optional[str] = typer.Option(None, help="Stop after this wall time, DD:HH:MM:SS (checkpoint kept)."),
+    devices: str = typer.Option("auto", help="Lightning --devices: a count, a list like 0,1, or auto."),
+    num_nodes: int = typer.Option(1, help="Lightning --num-nodes."),
+    strategy: str = typer.Option("auto", help="auto, ddp, ddp_spawn or fsdp."),
+    accelerator: str = typer.Option("auto", help="auto, cpu, gpu."),
+    precision: Optional[str] = typer.Option(None, help="bf16-mixed, 16-mixed, 32 (default: the config's, else bf16-mixed)."),
+    resume: str = typer.Option("auto", help="auto (the run's last.ckpt if any), none, or a checkpoint path."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: section.key=value (repeatable)."),
+    progress: bool = typer.Option(True, help="Show the progress bar."),
+) -> None:
+    """Train the tokenizer; writes checkpoints, TensorBoard/CSV logs, PNG previews and, at the end,
+    the model as config.json + model.safetensors in RUN_DIR/model."""
+    import lightning.pytorch as pl
+    import yaml
+
+    from vat3d.models.modules import Block
+    from vat3d.training.common import build_trainer, load_config, merged, resume_path
+    from vat3d.training.previews import MeshPreview
+    from vat3d.training.tokenizer_module import DATA_DEFAULTS, TokenizerDataModule, TokenizerModule
+
+    cfg = load_config(config, "tokenizer", set_)
+    train_cfg = dict(cfg.get("training", {}))
+    if max_steps is not None:
+        train_cfg["max_steps"] = max_steps
+    if max_time is not None:
+        train_cfg["max_time"] = max_time
+    data_cfg = merged(DATA_DEFAULTS, cfg.get("data"))
+    if data is not None:
+        data_cfg["root"] = str(data)
+    if not data_cfg["root"] or not Path(data_cfg["root"]).is_dir():
+        raise typer.BadParameter(f"prepared data folder {data_cfg['root']!r} not found: run `vat3d prepare` first",
+                                 param_hint="--data")
+    module = TokenizerModule(cfg["model"], train_cfg)
+    tcfg = module.cfg
+    pl.seed_everything(tcfg["seed"], workers=True, verbose=False)
+    datamodule = TokenizerDataModule(**data_cfg, seed=tcfg["seed"], max_steps=tcfg["max_steps"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**cfg, "training": tcfg, "data": data_cfg}, sort_keys=False))
+    dev = int(devices) if devices.isdigit() else devices
+    trainer = build_trainer(run_dir, tcfg, devices=dev, num_nodes=num_nodes, strategy=strategy,
+                            accelerator=accelerator, precision=precision, block_types=(Block,), progress=progress,
+                            extra_callbacks=[MeshPreview(run_dir / "previews", tcfg["image_every_n_val"])])
+    ckpt = resume_path(run_dir, None if resume == "none" else resume)
+    if ckpt:
+        typer.echo(f"resuming from {ckpt}")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    if trainer.global_rank == 0:
+        out = module.export(run_dir / "model", metadata={"steps": trainer.global_step, "config": str(config)})
+        typer.echo(f"trained {trainer.global_step} steps; model saved to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-tokenizer")(train_tokenizer)

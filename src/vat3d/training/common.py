@@ -1,0 +1,181 @@
+"""What the tokenizer and generator trainings share: configs, optimizer, schedule,
+the Lightning ``Trainer`` (checkpoints, exact resume, logs, multi-GPU), export."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+# ---------------------------------------------------------------------------------------------
+# configs
+
+
+def config_path(name_or_path: str | os.PathLike, kind: str) -> Path:
+    """``tiny``/``small``/... -> the packaged ``configs/{kind}_{name}.yaml``; a path as is."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        return path
+    packaged = resources.files("vat3d") / "configs" / f"{kind}_{name_or_path}.yaml"
+    if not packaged.is_file():
+        names = sorted(p.name[len(kind) + 1:-5] for p in (resources.files("vat3d") / "configs").iterdir()
+                       if p.name.startswith(kind + "_"))
+        raise FileNotFoundError(f"no {kind} config {name_or_path!r}; packaged ones: {', '.join(names)}")
+    return Path(str(packaged))
+
+
+def load_config(name_or_path: str | os.PathLike, kind: str, overrides: list[str] | None = None) -> dict:
+    """Load a YAML config and apply ``section.key=value`` overrides (values parsed as YAML)."""
+    config = yaml.safe_load(config_path(name_or_path, kind).read_text()) or {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        key, value = item.split("=", 1)
+        node = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return config
+
+
+def merged(defaults: dict, given: dict | None) -> dict:
+    out = copy.deepcopy(defaults)
+    for key, value in (given or {}).items():
+        if key not in defaults:
+            raise KeyError(f"unknown training option {key!r}; known: {', '.join(sorted(defaults))}")
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# optimisation
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no decay on biases, norms, embeddings and learned tokens (1-D or named so)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        skip = param.ndim < 2 or any(k in name for k in ("pos", "latents", "queries", "embed", "codebook", "null"))
+        (no_decay if skip else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine down to ``min_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: torch.nn.Module, cfg: dict) -> dict:
+    opt = torch.optim.AdamW(param_groups(model, cfg["weight_decay"]), lr=cfg["lr"], betas=tuple(cfg["betas"]))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, cfg["warmup_steps"], cfg["max_steps"], cfg["min_lr_ratio"]))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+# ---------------------------------------------------------------------------------------------
+# random state (saved in checkpoints so a resumed run continues exactly)
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict | None) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the Trainer
+
+
+def default_precision() -> str:
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed"  # measured ~1.4x faster than fp32 on CPU for our widths
+
+
+def build_trainer(run_dir: str | os.PathLike, cfg: dict, *, devices: Any = "auto", num_nodes: int = 1,
+                  strategy: str = "auto", accelerator: str = "auto", precision: str | None = None,
+                  block_types: tuple[type, ...] = (), progress: bool = True, extra_callbacks: list | None = None):
+    """A Lightning Trainer with checkpoints every N steps (plus ``last.ckpt`` and a checkpoint
+    on crash or Ctrl-C), TensorBoard and CSV logs, and the multi-device flags passed through."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False,
+                        every_n_train_steps=cfg["ckpt_every_n_steps"], save_top_k=-1 if cfg.get("keep_all_ckpts")
+                        else 1, monitor="step", mode="max", save_last=True),
+        OnExceptionCheckpoint(dirpath=ckpt_dir, filename="on_exception"),
+        LearningRateMonitor(logging_interval="step"),
+        *(extra_callbacks or []),
+    ]
+    if strategy == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        strategy_obj: Any = FSDPStrategy(auto_wrap_policy=set(block_types) or None,
+                                         activation_checkpointing_policy=set(block_types)
+                                         if cfg.get("activation_checkpointing") else None)
+    elif strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # two-phase training leaves the quantizer (phase 1) or later refiners (prefix steps) unused
+        strategy_obj = DDPStrategy(find_unused_parameters=True)
+    else:
+        strategy_obj = strategy
+    return pl.Trainer(
+        default_root_dir=run_dir,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy_obj,
+        precision=precision or cfg.get("precision") or default_precision(),
+        max_steps=cfg["max_steps"],
+        max_time=cfg.get("max_time"),
+        val_check_interval=cfg["val_every_n_steps"],
+        check_val_every_n_epoch=None,
+        limit_val_batches=cfg.get("limit_val_batches", 1.0),
+        num_sanity_val_steps=0,
+        gradient_clip_val=cfg["grad_clip"] or None,
+        log_every_n_steps=cfg["log_every_n_steps"],
+        callbacks=callbacks,
+        logger=[TensorBoardLogger(run_dir, name="tb", version=""), CSVLogger(run_dir, name="csv", version="")],
+        enable_progress_bar=progress,
+        use_distributed_sampler=False,  # our step-indexed sampler shards by rank itself
+        deterministic=cfg.get("deterministic", False),
+    )
+
+
+def resume_path(run_dir: str | os.PathLike, resume: str | None) -> str | None:
+    """``auto``: the run's ``last.ckpt`` when present; a path: that checkpoint; None: fresh."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = Path(run_dir) / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    if not Path(resume).is_file():
+        raise FileNotFoundError(f"checkpoint {resume} does not exist")
+    return resume

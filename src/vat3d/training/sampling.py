@@ -1,0 +1,57 @@
+"""A batch sampler indexed by training step, so a resumed run sees exactly the batches it
+would have seen, on any number of ranks, without Lightning's distributed sampler."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Yields, for steps ``start_step .. total_steps-1``, this rank's share of the global batch
+    as ``(item_index, item_seed)`` pairs. Items run through seeded permutations, epoch after
+    epoch; ``item_seed`` makes each item's random point subsets a function of its position."""
+
+    def __init__(self, num_items: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 start_step: int = 0, total_steps: int = 1):
+        if num_items <= 0:
+            raise ValueError("no training items: prepare data first (vat3d prepare)")
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.start_step, self.total_steps = start_step, max(total_steps, start_step)
+        self._perm_epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.num_items, generator=gen), epoch
+        return self._perm
+
+    def batch_at(self, step: int) -> list[tuple[int, int]]:
+        first = (step * self.world_size + self.rank) * self.batch_size
+        out = []
+        for position in range(first, first + self.batch_size):
+            epoch, i = divmod(position, self.num_items)
+            out.append((int(self._permutation(epoch)[i]), self.seed * 7_919 + position))
+        return out
+
+    def __iter__(self):
+        for step in range(self.start_step, self.total_steps):
+            yield self.batch_at(step)
+
+    def __len__(self) -> int:
+        return self.total_steps - self.start_step
+
+
+class SeededItems(Dataset):
+    """Adapts a dataset with ``item(index, seed)`` to ``(index, seed)`` keys."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, key)
+        return self.dataset.item(index, seed=seed)
