@@ -65,13 +65,30 @@ class Refiner(nn.Module):
         return x.mul(1 - self.ratio) + self.conv(x).mul(self.ratio)
 
 
-def kmeans(x_NC: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Plain Lloyd k-means; centres start at random samples (duplicates allowed when N < k)."""
+def kmeans_plus_plus(x_NC: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k-means++ seeding: each next centre drawn with probability proportional to squared distance."""
     n = x_NC.shape[0]
-    pick = torch.randint(n, (k,), generator=generator) if n < k else torch.randperm(n, generator=generator)[:k]
-    centres_KC = x_NC[pick].clone()
+    centres = [x_NC[torch.randint(n, (1,), generator=generator)].squeeze(0)]
+    dist_N = (x_NC - centres[0]).square().sum(1)
+    for _ in range(1, k):
+        total = dist_N.sum()
+        if total <= 0:  # fewer distinct points than centres: repeat random samples
+            pick = torch.randint(n, (1,), generator=generator)
+        else:
+            pick = torch.multinomial(dist_N / total, 1, generator=generator)
+        centres.append(x_NC[pick].squeeze(0))
+        dist_N = torch.minimum(dist_N, (x_NC - centres[-1]).square().sum(1))
+    return torch.stack(centres)
+
+
+def kmeans(x_NC: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None,
+           max_seed_points: int = 200_000) -> torch.Tensor:
+    """Lloyd k-means from k-means++ seeds (seeded on at most ``max_seed_points`` samples)."""
+    n = x_NC.shape[0]
+    seed_pool = x_NC if n <= max_seed_points else x_NC[torch.randperm(n, generator=generator)[:max_seed_points]]
+    centres_KC = kmeans_plus_plus(seed_pool, k, generator)
     for _ in range(iters):
-        assign_N = torch.cdist(x_NC, centres_KC).argmin(dim=1)
+        assign_N = torch.cat([torch.cdist(chunk, centres_KC).argmin(dim=1) for chunk in x_NC.split(65_536)])
         sums_KC = torch.zeros_like(centres_KC).index_add_(0, assign_N, x_NC)
         counts_K = torch.bincount(assign_N, minlength=k).unsqueeze(1).to(x_NC.dtype)
         empty = counts_K.squeeze(1) == 0

