@@ -36,6 +36,7 @@ class VATokenizer(ModelMixin):
         self,
         *,
         num_latents: int = 256,
+        num_points: int = 2048,
         width: int = 256,
         depth: int = 6,
         heads: int = 8,
@@ -68,6 +69,7 @@ class VATokenizer(ModelMixin):
         if encoder_type not in ("in_context", "cross"):
             raise ValueError(f"encoder_type must be 'in_context' or 'cross', got {encoder_type!r}")
         self.num_latents, self.variational, self.compress = num_latents, variational, compress
+        self.num_points = num_points  # surface samples per shape the model is trained and used with
         self.use_normals, self.encoder_type = use_normals, encoder_type
         self.gradient_checkpointing = gradient_checkpointing
         # --- encoder ---

@@ -1,0 +1,122 @@
+"""``vat3d prepare SOURCE OUT_DIR``: meshes -> sampled points, normals and occupancy labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def prepare(
+    source: str = typer.Argument(
+        ..., help="A folder of meshes (recursive), a mesh file, procedural:N[:SEED], or pybullet[:random|:named]."
+    ),
+    out_dir: Path = typer.Argument(..., help="Output folder (shapes/*.npz, metadata/*.jsonl); reruns resume."),
+    num_surface: int = typer.Option(8192, help="Surface points (with normals) per shape."),
+    num_volume: int = typer.Option(32768, help="Labelled points uniform in the [-1,1]^3 box per shape."),
+    num_near: int = typer.Option(32768, help="Labelled near-surface points per shape, split over the sigmas."),
+    near_sigma: list[float] = typer.Option(
+        [0.005, 0.02], "--near-sigma", help="Noise sigma of near-surface points, box units (repeatable)."
+    ),
+    margin: float = typer.Option(0.05, help="Normalised longest side is 2*(1-margin)."),
+    seed: int = typer.Option(0, help="Global seed; each shape's samples depend on (seed, id) only."),
+    float32: bool = typer.Option(False, "--float32", help="Store coordinates as float32 instead of float16."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
+    shard: Optional[str] = typer.Option(
+        None, help="I/N: prepare only shard I (0-based) of N, by hash of id. SLURM: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT."
+    ),
+    limit: Optional[int] = typer.Option(None, help="Only the first N shapes of the source (before sharding)."),
+    overwrite: bool = typer.Option(False, help="Redo every shape, even finished ones."),
+    retry_failed: bool = typer.Option(False, help="Redo shapes that failed in an earlier run."),
+    strict: bool = typer.Option(False, help="Exit with status 1 when any shape failed."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Prepare a dataset: normalise each mesh into the [-1,1] box, sample surface points with
+    normals, label volume and near-surface points inside/outside (fast winding number), and
+    write one .npz per shape plus a metadata table. Bad inputs are recorded as failed and the
+    run goes on. Interrupted or sharded runs can be rerun: finished shapes are skipped."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from vat3d.data.prepare import prepare_dataset
+    from vat3d.data.sources import list_source
+
+    console = Console(stderr=True)
+    try:
+        items = list_source(source)
+    except (ValueError, RuntimeError) as err:
+        raise typer.BadParameter(str(err), param_hint="SOURCE") from err
+
+    bar = Progress(
+        TextColumn("[bold]prepare"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("done {task.fields[done]} skipped {task.fields[skipped]} [red]failed {task.fields[failed]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not progress,
+    )
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    task_id = bar.add_task("prepare", total=None, **counts)
+
+    def on_start(total: int) -> None:
+        bar.update(task_id, total=total)
+
+    def on_result(row: dict, skipped: bool) -> None:
+        key = "skipped" if skipped else ("done" if row.get("status") == "done" else "failed")
+        counts[key] += 1
+        bar.update(task_id, advance=1, **counts)
+
+    try:
+        with bar:
+            summary = prepare_dataset(
+                items,
+                out_dir,
+                num_surface=num_surface,
+                num_volume=num_volume,
+                num_near=num_near,
+                near_sigmas=tuple(near_sigma),
+                margin=margin,
+                seed=seed,
+                point_dtype="float32" if float32 else "float16",
+                workers=workers,
+                shard=shard,
+                limit=limit,
+                overwrite=overwrite,
+                retry_failed=retry_failed,
+                on_start=on_start,
+                on_result=on_result,
+            )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+
+    failed_text = f"failed {summary.failed}"
+    if summary.skipped_failed:
+        failed_text += f" (+{summary.skipped_failed} failed in earlier runs)"
+    console.print(
+        f"{'interrupted' if summary.interrupted else 'finished'}: {summary.total} shapes | done {summary.done} | "
+        f"skipped {summary.skipped} | {failed_text} | {summary.seconds:.1f} s | "
+        f"{summary.shapes_per_second:.2f} shapes/s -> {out_dir}"
+    )
+    for item_id, reason in summary.failures[:10]:
+        console.print(f"  [red]failed[/red] {item_id}: {reason}")
+    if len(summary.failures) > 10:
+        console.print(f"  ... and {len(summary.failures) - 10} more (see {out_dir}/metadata.csv)")
+    if summary.interrupted:
+        raise typer.Exit(130)
+    if strict and summary.any_failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``prepare`` to the ``vat3d`` command line."""
+    app.command("prepare")(prepare)
