@@ -288,7 +288,6 @@ class ImageConditioner(Conditioner):
         kind, _, path = encoder.partition(":")
         if features not in ("tokens", "cls"):
             raise ValueError(f"features must be 'tokens' or 'cls', got {features!r}")
-        self.kind, self.features, self.freeze = kind, features, freeze
         if kind == "conv":
             net = SmallConvEncoder(channels, grid)
             mean, std, size = IMAGENET_MEAN, IMAGENET_STD, image_size or 224
@@ -305,7 +304,7 @@ class ImageConditioner(Conditioner):
             with torch.no_grad():
                 num_tokens = 1 if features == "cls" else net(pixel_values=torch.zeros(1, 3, size, size)).last_hidden_state.shape[1]
         super().__init__(width, num_tokens=num_tokens)
-        self.image_size = size
+        self.kind, self.features, self.freeze, self.image_size = kind, features, freeze, size
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         if kind == "conv" or not freeze:
