@@ -1,0 +1,98 @@
+"""Meshes to ``.vat`` token files and back, with a trained :class:`VATokenizer`.
+
+    tokens = encode_mesh(model, "chair.obj")          # EncodedShape: tokens, transform, bytes
+    mesh = decode_tokens(model, tokens.tokens, tokens.transform)   # back in the chair's units
+    write: encode_to_file(model, "chair.obj", "chair.vat"); decode_file(model, "chair.vat")
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import trimesh
+
+from vat3d.codec.vatfile import decode_vat, encode_vat
+from vat3d.geometry.io import load_mesh
+from vat3d.geometry.marching import extract_surface
+from vat3d.geometry.normalize import Transform, normalize_mesh
+from vat3d.geometry.sampling import sample_surface
+
+MeshLike = "str | os.PathLike | trimesh.Trimesh"
+
+
+@dataclass
+class EncodedShape:
+    """One shape's multi-scale tokens (list of (n_k,) int64 arrays) and its normalisation."""
+
+    tokens: list[np.ndarray]
+    transform: Transform
+    data: bytes  # the .vat file contents
+
+    @property
+    def num_bytes(self) -> int:
+        return len(self.data)
+
+
+def model_fingerprint_bytes(model) -> bytes:
+    return bytes.fromhex(model.fingerprint())
+
+
+def surface_input(mesh: "str | os.PathLike | trimesh.Trimesh", num_points: int, *, seed: int = 0,
+                  margin: float = 0.05) -> tuple[torch.Tensor, torch.Tensor, Transform]:
+    """Load (if a path), normalise into the box and sample the surface: (1,N,3) points and normals."""
+    if not isinstance(mesh, trimesh.Trimesh):
+        mesh = load_mesh(mesh)
+    normalized, transform = normalize_mesh(mesh, margin=margin)
+    points, normals = sample_surface(normalized, num_points, seed=seed)
+    as_t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32)).unsqueeze(0)  # noqa: E731
+    return as_t(points), as_t(normals), transform
+
+
+@torch.no_grad()
+def encode_mesh(model, mesh: "str | os.PathLike | trimesh.Trimesh", *, num_points: int | None = None,
+                seed: int = 0, margin: float = 0.05) -> EncodedShape:
+    """Tokenize one mesh (deterministic for a given seed) and build its ``.vat`` bytes."""
+    model.eval()
+    device = next(model.parameters()).device
+    points, normals, transform = surface_input(mesh, num_points or model.num_points, seed=seed, margin=margin)
+    tokens = [t[0].cpu().numpy() for t in model.encode(points.to(device), normals.to(device))]
+    data = encode_vat(tokens, model_fingerprint=model_fingerprint_bytes(model), codebook_size=model.codebook_size,
+                      scale_sizes=model.scale_sizes, center=transform.center, scale=transform.scale)
+    return EncodedShape(tokens, transform, data)
+
+
+@torch.no_grad()
+def decode_tokens(model, tokens: Sequence, transform: Transform | None = None, *, resolution: int = 256,
+                  num_scales: int | None = None, dense: bool = False) -> trimesh.Trimesh:
+    """Tokens of the first k scales -> a mesh (original coordinates when ``transform`` is given)."""
+    model.eval()
+    device = next(model.parameters()).device
+    tokens = list(tokens)[: num_scales or len(tokens)]
+    indices = [torch.as_tensor(np.asarray(t), dtype=torch.long, device=device).reshape(1, -1) for t in tokens]
+    mesh = extract_surface(model.occupancy_fn(indices), resolution=resolution, dense=dense, device=device)
+    if transform is not None and len(mesh.vertices):
+        mesh = trimesh.Trimesh(transform.invert(np.asarray(mesh.vertices)), mesh.faces, process=False)
+    return mesh
+
+
+def read_tokens(model, data: bytes, *, max_scales: int | None = None):
+    """Parse ``.vat`` bytes made with ``model`` (a file from another model is an error naming both)."""
+    vat = decode_vat(data, expected_fingerprint=model_fingerprint_bytes(model), max_scales=max_scales)
+    header = vat.header
+    if list(header.scale_sizes) != list(model.scale_sizes) or header.codebook_size != model.codebook_size:
+        raise ValueError(f"the file's schedule {header.scale_sizes} / V={header.codebook_size} does not fit the "
+                         f"model ({model.scale_sizes} / V={model.codebook_size})")
+    transform = Transform(center=np.asarray(header.center, dtype=np.float64), scale=header.scale)
+    return vat, transform
+
+
+def decode_file(model, path: "str | os.PathLike", *, resolution: int = 256, num_scales: int | None = None
+                ) -> tuple[trimesh.Trimesh, int]:
+    """Decode a ``.vat`` file; returns the mesh and the number of scales it used."""
+    vat, transform = read_tokens(model, Path(path).read_bytes(), max_scales=num_scales)
+    return decode_tokens(model, vat.tokens, transform, resolution=resolution), len(vat.tokens)

@@ -1,0 +1,54 @@
+"""``vat3d eval``: reconstruction quality, bytes, and the classical competitors, per shape and in all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def evaluate(
+    model: str = typer.Argument(..., help="Tokenizer folder or 'default'."),
+    meshes: list[Path] = typer.Argument(..., help="Ground-truth mesh files or folders."),
+    out: Path = typer.Option(Path("eval_out"), "--output", "-o", help="Folder for eval.json, eval.md, eval.png."),
+    resolution: int = typer.Option(256, help="Marching-cubes resolution of the full decoding."),
+    scale_resolution: int = typer.Option(128, help="Resolution for the coarser prefixes."),
+    n_points: int = typer.Option(20_000, help="Surface samples per mesh for Chamfer / F-score."),
+    budgets: str = typer.Option("256,512,1024,4096", help="Byte budgets for simplification + Draco."),
+    baselines: bool = typer.Option(True, help="Run Draco and simplification + Draco."),
+    entropy: Optional[str] = typer.Option(None, "--entropy", help="Also report entropy-coded bytes with this generator."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N meshes."),
+) -> None:
+    """Evaluate a tokenizer on meshes it should reconstruct; prints a Markdown table."""
+    from rich.console import Console
+    from rich.progress import track
+
+    from vat3d.commands.codec import MESH_SUFFIXES, _expand
+    from vat3d.evaluation.report import EvalSettings, evaluate_shape, write_report
+    from vat3d.pretrained import load_generator, load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    files = _expand(meshes, MESH_SUFFIXES)[:limit]
+    settings = EvalSettings(resolution=resolution, scale_resolution=scale_resolution, n_points=n_points,
+                            budgets=[int(b) for b in budgets.split(",") if b], baselines=baselines)
+    if entropy:
+        from vat3d.codec.entropy import entropy_bytes
+
+        generator = load_generator(entropy)
+        settings.extra_bytes = lambda shape: entropy_bytes(generator, tokenizer, shape)
+    rows = []
+    for f in track(files, description="evaluating"):
+        try:
+            rows.append(evaluate_shape(tokenizer, f, settings, name=str(f)))
+        except Exception as error:
+            typer.secho(f"skipped {f}: {error}", fg="yellow", err=True)
+    if not rows:
+        raise typer.Exit(1)
+    write_report(rows, out)
+    Console().print((out / "eval.md").read_text())
+    typer.echo(f"wrote {out / 'eval.json'}, {out / 'eval.md'}, {out / 'eval.png'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(evaluate)
