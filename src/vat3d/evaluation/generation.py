@@ -1,0 +1,386 @@
+"""Evaluation of a generator against held-out shapes (PointFlow protocol), for ``vat3d eval-generation``.
+
+For every held-out shape (the ``val`` split of a prepared dataset, :func:`vat3d.data.dataset.split_of`)
+the generator samples ``samples_per_condition`` shapes from that shape's condition (its caption, class,
+a rendered view, or nothing for an unconditional model). Then:
+
+* **Point clouds**: ``n_points`` (2048) surface points per generated mesh and per reference shape.
+  References come from the prepared ``.npz`` surface samples (``reference="points"``, default: they are
+  area-uniform samples of the normalised mesh) or, for procedural shapes, from the mesh rebuilt from its
+  seed (:func:`vat3d.data.procedural.make_shape`) and normalised with the stored transform
+  (``reference="mesh"``). Both sets then get the same per-cloud normalisation (``normalize``: ``"box"``
+  centres the bounding box and scales its longest side to 2, ``"sphere"`` centres the mean and scales
+  the farthest point to 1, ``"none"`` keeps the tokenizer's box). An empty generated mesh becomes a
+  cloud of ``n_points`` copies of the origin (it counts, badly) and is reported in ``empty_fraction``.
+* **MMD-CD, COV-CD, 1-NNA-CD** (squared-L2 Chamfer, as :func:`vat3d.evaluation.metrics.mmd_cov_1nna`),
+  computed from one set of pairwise distance matrices.
+* **Family match** (procedural captions): a 1-nearest-neighbour Chamfer classifier over the held-out
+  references labels each generated shape with its nearest reference's family; the rate is the fraction
+  labelled with the family of the shape whose condition produced it. ``family_match_reference`` is the
+  same classifier's leave-one-out accuracy on the references themselves (its ceiling).
+* **Seconds per shape**: token sampling and decoding (occupancy + marching cubes) per generated shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import trimesh
+
+__all__ = ["GenerationEvalSettings", "load_references", "normalize_clouds", "generation_metrics",
+           "family_match", "evaluate_generation", "write_generation_report", "markdown_report"]
+
+
+@dataclass
+class GenerationEvalSettings:
+    num_conditions: int | None = None  # held-out shapes used (None: all)
+    samples_per_condition: int = 1
+    n_points: int = 2048
+    resolution: int = 128
+    split: str = "val"
+    val_fraction: float = 0.05
+    reference: str = "points"  # "points" (stored samples) or "mesh" (procedural rebuild; else stored points)
+    normalize: str = "box"  # "box", "sphere" or "none"
+    seed: int = 0
+    batch_size: int = 8
+    cfg_scale: float = 3.0
+    cfg_schedule: str = "linear"
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    num_scales: int | None = None
+    image_size: int = 224  # renders of reference shapes for image-conditioned generators
+    backend: str = "auto"  # pairwise Chamfer backend
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _procedural_seed(row: dict) -> int | None:
+    path = str(row.get("path") or "")
+    if row.get("source") == "procedural" and path.startswith("procedural:seed="):
+        try:
+            return int(path.split("=", 1)[1])
+        except ValueError:
+            return None
+    return None
+
+
+def reference_mesh(row: dict, data: dict) -> trimesh.Trimesh | None:
+    """The normalised mesh of a procedural reference (rebuilt from its seed), else None."""
+    seed = _procedural_seed(row)
+    if seed is None:
+        return None
+    from vat3d.data.procedural import make_shape
+    from vat3d.geometry.normalize import Transform
+
+    shape = make_shape(seed)
+    transform = Transform.from_array(data["transform"])
+    return trimesh.Trimesh(transform.apply(np.asarray(shape.mesh.vertices)), np.asarray(shape.mesh.faces),
+                           process=False)
+
+
+def load_references(root: str | Path, settings: GenerationEvalSettings) -> list[dict]:
+    """Held-out rows with ``points`` (n_points, 3) in box units, plus id, caption, family, class,
+    ``mesh`` (procedural only, else None) and the stored surface samples/normals (for the tokenizer)."""
+    from vat3d.data.dataset import split_of
+    from vat3d.data.metadata import read_metadata
+    from vat3d.data.prepare import load_prepared
+
+    root = Path(root)
+    rows = read_metadata(root, status="done")
+    if not rows:
+        raise FileNotFoundError(f"no prepared shapes in {root} (run `vat3d prepare` first)")
+    if settings.split != "all":
+        rows = [row for row in rows if split_of(row["id"], settings.val_fraction) == settings.split]
+    if not rows:
+        raise ValueError(f"the {settings.split!r} split of {root} is empty (val_fraction={settings.val_fraction}); "
+                         f"raise --val-fraction or use --split all")
+    if settings.num_conditions is not None and len(rows) > settings.num_conditions:
+        order = np.random.default_rng(settings.seed).permutation(len(rows))[: settings.num_conditions]
+        rows = [rows[i] for i in sorted(order)]
+    out = []
+    for row in rows:
+        data = load_prepared(root / row["file"])
+        meta = data["meta"]
+        rng = np.random.default_rng(np.random.SeedSequence([settings.seed, len(out)]))
+        mesh = reference_mesh(row, data) if settings.reference == "mesh" else None
+        if mesh is not None:
+            from vat3d.evaluation.metrics import sample_surface_points
+
+            points = sample_surface_points(mesh, settings.n_points, seed=int(rng.integers(1 << 31)))
+        else:
+            surface = data["surface_points"]
+            replace = len(surface) < settings.n_points
+            points = surface[rng.choice(len(surface), settings.n_points, replace=replace)]
+        out.append({
+            "id": row["id"],
+            "caption": str(meta.get("caption") or row.get("caption") or ""),
+            "family": str(meta.get("family") or row.get("family") or ""),
+            "class": str(meta.get("class") or row.get("class") or ""),
+            "source": row.get("source", ""),
+            "procedural_seed": _procedural_seed(row),
+            "points": np.asarray(points, dtype=np.float32),
+            "mesh": mesh,
+            "surface_points": data["surface_points"],
+            "surface_normals": data["surface_normals"],
+        })
+    return out
+
+
+# --------------------------------------------------------------------------- point clouds
+
+
+def normalize_clouds(clouds_BN3: np.ndarray, mode: str = "box") -> np.ndarray:
+    """Per-cloud normalisation (the same for generated and reference sets); degenerate clouds
+    (a single point repeated) are only centred."""
+    clouds = np.asarray(clouds_BN3, dtype=np.float64)
+    if mode == "none":
+        return clouds.astype(np.float32)
+    if mode == "box":
+        lo, hi = clouds.min(axis=1, keepdims=True), clouds.max(axis=1, keepdims=True)
+        center = (lo + hi) / 2.0
+        half = ((hi - lo).max(axis=2, keepdims=True)) / 2.0
+    elif mode == "sphere":
+        center = clouds.mean(axis=1, keepdims=True)
+        half = np.linalg.norm(clouds - center, axis=2).max(axis=1)[:, None, None]
+    else:
+        raise ValueError(f"unknown normalisation {mode!r} (use 'box', 'sphere' or 'none')")
+    half = np.where(half > 1e-9, half, 1.0)
+    return ((clouds - center) / half).astype(np.float32)
+
+
+def mesh_points(mesh: trimesh.Trimesh | None, n: int, seed: int = 0) -> tuple[np.ndarray, bool]:
+    """``n`` surface points of a mesh, or n copies of the origin (and True) when it is empty."""
+    from vat3d.evaluation.metrics import sample_surface_points
+
+    points = sample_surface_points(mesh, n, seed=seed) if mesh is not None else np.zeros((0, 3))
+    if len(points) == 0:
+        return np.zeros((n, 3), dtype=np.float32), True
+    return points.astype(np.float32), False
+
+
+def generation_metrics(d_rg: np.ndarray, d_rr: np.ndarray, d_gg: np.ndarray) -> dict[str, float]:
+    """MMD-CD, COV-CD and 1-NNA-CD from the (R, G), (R, R) and (G, G) Chamfer matrices (the
+    definitions of :func:`vat3d.evaluation.metrics.mmd_cov_1nna`)."""
+    d_rg, d_rr, d_gg = (np.asarray(d, dtype=np.float64) for d in (d_rg, d_rr, d_gg))
+    n_ref, n_gen = d_rg.shape
+    mmd = float(d_rg.min(axis=1).mean())
+    cov = len(np.unique(d_rg.argmin(axis=0))) / n_ref
+    full = np.block([[d_rr, d_rg], [d_rg.T, d_gg]])
+    np.fill_diagonal(full, math.inf)
+    labels = np.concatenate([np.ones(n_ref), np.zeros(n_gen)])
+    correct = labels[full.argmin(axis=1)] == labels
+    return {"MMD-CD": mmd, "COV-CD": cov, "1-NNA-CD": float(correct.mean()),
+            "1-NNA-CD-ref": float(correct[:n_ref].mean()), "1-NNA-CD-gen": float(correct[n_ref:].mean())}
+
+
+def family_match(d_gr: np.ndarray, ref_families: list[str], target_families: list[str]) -> dict[str, Any]:
+    """1-NN (Chamfer) family classifier over references: predicted family of each generated cloud
+    and the rate at which it equals the target family (targets "" are skipped)."""
+    d_gr = np.asarray(d_gr)
+    predicted = [ref_families[j] for j in d_gr.argmin(axis=1)] if d_gr.shape[1] else [""] * d_gr.shape[0]
+    scored = [(p, t) for p, t in zip(predicted, target_families) if t]
+    rate = float(np.mean([p == t for p, t in scored])) if scored else float("nan")
+    return {"rate": rate, "scored": len(scored), "predicted": predicted}
+
+
+def _loo_family_accuracy(d_rr: np.ndarray, families: list[str]) -> float:
+    if len(families) < 2 or not any(families):
+        return float("nan")
+    d = np.array(d_rr, dtype=np.float64)
+    np.fill_diagonal(d, math.inf)
+    nearest = d.argmin(axis=1)
+    scored = [families[j] == f for j, f in zip(nearest, families) if f]
+    return float(np.mean(scored)) if scored else float("nan")
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+def _condition_kwargs(generator, refs: list[dict], tokenizer, image_size: int, resolution: int) -> list[dict]:
+    """The pipeline keyword (text= / class_label= / image=) of each reference for this generator."""
+    from vat3d.pipelines import cond_type_of
+
+    cond_type = cond_type_of(generator)
+    out: list[dict] = []
+    for ref in refs:
+        if cond_type == "none":
+            out.append({})
+        elif cond_type == "class":
+            names = getattr(generator.conditioner, "class_names", None) or []
+            label = next((ref[key] for key in ("class", "family") if ref[key] and ref[key] in names), None)
+            if label is None:
+                raise ValueError(f"held-out shape {ref['id']} (class {ref['class']!r}, family {ref['family']!r}) "
+                                 f"has no class the generator knows ({', '.join(names) or 'no class names'})")
+            out.append({"class_label": label})
+        elif cond_type in ("text", "text+image"):
+            if not ref["caption"]:
+                raise ValueError(f"held-out shape {ref['id']} has no caption for a text-conditioned generator")
+            out.append({"text": ref["caption"]})
+        elif cond_type == "image":
+            out.append({"image": _condition_image(ref, tokenizer, image_size, resolution)})
+        else:
+            raise ValueError(f"unsupported cond_type {cond_type!r}")
+    return out
+
+
+def _condition_image(ref: dict, tokenizer, size: int, resolution: int) -> np.ndarray:
+    """One rendered view of a reference: its procedural mesh, else its tokenizer reconstruction."""
+    from vat3d.evaluation.render import render_views
+
+    mesh = ref["mesh"]
+    if mesh is None and ref.get("procedural_seed") is not None:
+        from vat3d.data.procedural import make_shape
+        from vat3d.geometry.normalize import normalize_mesh
+
+        mesh = normalize_mesh(make_shape(ref["procedural_seed"]).mesh)[0]
+    if mesh is None:
+        from vat3d.pipelines import tokens_to_mesh
+
+        as_t = lambda a: torch.from_numpy(np.asarray(a[: tokenizer.num_points], dtype=np.float32))[None]  # noqa: E731
+        device = next(tokenizer.parameters()).device
+        tokens = tokenizer.encode(as_t(ref["surface_points"]).to(device), as_t(ref["surface_normals"]).to(device))
+        mesh = tokens_to_mesh(tokenizer, tokens, resolution=resolution)
+    return render_views(mesh, 1, size=size, seed=0)[0][0]
+
+
+# --------------------------------------------------------------------------- the evaluation
+
+
+def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: GenerationEvalSettings | None = None,
+                        progress: Callable[[int, int, str], None] | None = None,
+                        references: list[dict] | None = None) -> dict[str, Any]:
+    """Generate for held-out conditions and score against the held-out shapes; returns a JSON-able dict
+    with ``summary`` (the metrics) and ``shapes`` (one row per generated shape)."""
+    from vat3d.evaluation.metrics import pairwise_chamfer
+    from vat3d.pipelines import generate_meshes
+
+    settings = settings or GenerationEvalSettings()
+    generator.check_tokenizer(tokenizer)
+    refs = references if references is not None else load_references(data_dir, settings)
+    from vat3d.pipelines import _image_conditioner
+
+    image_conditioner = _image_conditioner(generator)
+    image_size = int(image_conditioner.image_size) if image_conditioner is not None else settings.image_size
+    conditions = _condition_kwargs(generator, refs, tokenizer, image_size, settings.resolution)
+
+    # one job per (reference, repeat); consecutive jobs with the same kind of condition share a batch
+    jobs = [(i, r) for i in range(len(refs)) for r in range(settings.samples_per_condition)]
+    gen_points, empty, rows = [], [], []
+    seconds_tokens = seconds_decode = 0.0
+    total = len(jobs)
+    for start in range(0, total, settings.batch_size):
+        batch = jobs[start:start + settings.batch_size]
+        kwargs_list = [conditions[i] for i, _ in batch]
+        key = next(iter(kwargs_list[0]), None)
+        merged = {key: [kw[key] for kw in kwargs_list]} if key else {}
+        meshes = generate_meshes(generator, tokenizer, n=len(batch), seed=settings.seed + start,
+                                 cfg_scale=settings.cfg_scale, cfg_schedule=settings.cfg_schedule,
+                                 temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                                 resolution=settings.resolution, num_scales=settings.num_scales, **merged)
+        seconds_tokens += meshes.seconds_tokens
+        seconds_decode += meshes.seconds_decode
+        for (i, r), mesh in zip(batch, meshes):
+            points, is_empty = mesh_points(mesh, settings.n_points, seed=settings.seed + len(gen_points))
+            gen_points.append(points)
+            empty.append(is_empty)
+            rows.append({"reference": refs[i]["id"], "repeat": r, "condition": _describe(conditions[i]),
+                         "family": refs[i]["family"], "empty": is_empty, "faces": int(len(mesh.faces))})
+        if progress is not None:
+            progress(min(start + len(batch), total), total, "generating")
+
+    if progress is not None:
+        progress(0, 1, "chamfer distances")
+    gen_GN3 = normalize_clouds(np.stack(gen_points), settings.normalize)
+    ref_RN3 = normalize_clouds(np.stack([r["points"] for r in refs]), settings.normalize)
+    t0 = time.perf_counter()
+    d_rg = pairwise_chamfer(ref_RN3, gen_GN3, backend=settings.backend).numpy()
+    d_rr = pairwise_chamfer(ref_RN3, ref_RN3, backend=settings.backend).numpy()
+    d_gg = pairwise_chamfer(gen_GN3, gen_GN3, backend=settings.backend).numpy()
+    seconds_metrics = time.perf_counter() - t0
+    metrics = generation_metrics(d_rg, d_rr, d_gg)
+
+    ref_families = [r["family"] for r in refs]
+    targets = [refs[i]["family"] for i, _ in jobs]  # procedural shapes have a family; others ""
+    match = family_match(d_rg.T, ref_families, targets)
+    for row, predicted in zip(rows, match["predicted"]):
+        row["predicted_family"] = predicted
+    n_gen = len(jobs)
+    summary = {
+        **metrics,
+        "family_match": match["rate"],
+        "family_match_scored": match["scored"],
+        "family_match_reference": _loo_family_accuracy(d_rr, ref_families),
+        "empty_fraction": float(np.mean(empty)) if empty else float("nan"),
+        "num_references": len(refs),
+        "num_generated": n_gen,
+        "seconds_per_shape": (seconds_tokens + seconds_decode) / max(n_gen, 1),
+        "seconds_per_shape_tokens": seconds_tokens / max(n_gen, 1),
+        "seconds_per_shape_decode": seconds_decode / max(n_gen, 1),
+        "seconds_metrics": seconds_metrics,
+    }
+    return {"summary": summary, "settings": asdict(settings), "cond_type": generator.config.get("cond_type"),
+            "shapes": rows}
+
+
+def _describe(kwargs: dict) -> str:
+    if not kwargs:
+        return "unconditional"
+    key, value = next(iter(kwargs.items()))
+    return f"{key}: {value}" if key != "image" else "image: rendered view"
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_report(result: dict, title: str = "Generation evaluation") -> str:
+    s = result["summary"]
+    lines = [f"# {title}", "",
+             f"{s['num_generated']} generated shapes for {s['num_references']} held-out shapes "
+             f"(cond_type {result.get('cond_type')!s}); {result['settings']['n_points']} points per shape, "
+             f"normalisation {result['settings']['normalize']!r}, squared-L2 Chamfer (CD).", "",
+             "| metric | value | better |", "|---|---|---|"]
+    rows = [("MMD-CD", "lower"), ("COV-CD", "higher"), ("1-NNA-CD", "0.5"), ("family_match", "higher"),
+            ("family_match_reference", "(ceiling)"), ("empty_fraction", "lower"), ("seconds_per_shape", "lower"),
+            ("seconds_per_shape_tokens", "lower"), ("seconds_per_shape_decode", "lower")]
+    for key, better in rows:
+        lines.append(f"| {key} | {_fmt(s.get(key))} | {better} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_generation_report(result: dict, out_dir: str | Path, name: str = "eval_generation") -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
+
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, (np.floating, np.integer)):
+            return clean(value.item())
+        return value
+
+    json_path.write_text(json.dumps(clean(result), indent=2) + "\n")
+    md_path.write_text(markdown_report(result))
+    return json_path, md_path
