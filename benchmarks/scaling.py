@@ -1,0 +1,309 @@
+"""Scaling harness: train several generator sizes on the same tokens and fit L(N) = (a * N)^b.
+
+    # quick, self-contained (a few minutes on a CPU): procedural shapes, a random tiny tokenizer
+    .venv/bin/python benchmarks/scaling.py --quick
+
+    # real tokens (vat3d tokenize), five sizes, 2000 steps each
+    .venv/bin/python benchmarks/scaling.py --tokens TOKENS_DIR --sizes 64x2,128x3,192x4,256x6,384x8 --steps 2000
+
+Every size is trained by the ``vat3d train-generator`` command line (``--config`` CONFIG with
+``--set model.width=W --set model.depth=D --set model.heads=H``, the condition type of ``--cond-type``)
+into ``WORK/runs/<size>``; the final ``val/loss`` (all scales) and ``val/loss_last`` (last scale) are
+read from ``RUN_DIR/csv/metrics.csv`` and the parameter count from the exported ``RUN_DIR/model``.
+N is the number of **non-embedding** parameters (the transformer blocks, as in Kaplan et al.) by
+default (``--count total`` uses every trainable parameter). The power law is fitted in log space,
+``log L = b log a + b log N``, a straight line fitted with ``scipy.optimize.curve_fit``.
+
+``--quick`` builds its own data first: ``procedural:--shapes`` prepared shapes, a random (untrained)
+tiny tokenizer and their tokens (``vat3d tokenize --views 0``). Random-tokenizer tokens are a
+deterministic function of the shapes, enough to exercise the harness; use real tokens for numbers
+that mean something. Results: ``benchmarks/results/scaling.json`` and ``scaling.png`` (PIL plot;
+matplotlib is not a dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+QUICK_TOKENIZER = dict(num_latents=16, width=64, depth=2, heads=4, num_freqs=4, code_dim=8, codebook_size=64,
+                       decoder_width=64, decoder_depth=2, decoder_heads=4, plane_tokens=4, plane_resolution=16,
+                       plane_channels=8, mlp_hidden=32, num_points=512)
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def fit_power_law(n_params, losses) -> dict:
+    """Fit ``L = (a * N)^b`` by a straight line in log space: ``log L = b * log N + b * log a``.
+
+    Returns ``a``, ``b``, the log-space ``r2`` and ``log_rmse``. Needs two or more points with
+    distinct N and positive losses.
+    """
+    from scipy.optimize import curve_fit
+
+    n = np.asarray(n_params, dtype=np.float64)
+    loss = np.asarray(losses, dtype=np.float64)
+    keep = np.isfinite(n) & np.isfinite(loss) & (n > 0) & (loss > 0)
+    n, loss = n[keep], loss[keep]
+    if len(n) < 2 or len(np.unique(n)) < 2:
+        raise ValueError("a power-law fit needs at least two points with distinct N and positive losses")
+    x, y = np.log(n), np.log(loss)
+
+    def line(x_, slope, intercept):
+        return slope * x_ + intercept
+
+    slope0, intercept0 = np.polyfit(x, y, 1)
+    with warnings.catch_warnings():  # two points: an exact fit, no covariance
+        warnings.simplefilter("ignore")
+        (slope, intercept), _ = curve_fit(line, x, y, p0=(slope0, intercept0))
+    residual = y - line(x, slope, intercept)
+    total = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((residual**2).sum()) / total if total > 0 else 1.0
+    if abs(slope) < 1e-12:
+        raise ValueError("flat losses: b = 0, a is undefined")
+    return {"a": float(math.exp(intercept / slope)), "b": float(slope), "r2": r2,
+            "log_rmse": float(np.sqrt((residual**2).mean())), "points": int(len(n))}
+
+
+def power_law(n, a: float, b: float):
+    return (a * np.asarray(n, dtype=np.float64)) ** b
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def parse_sizes(text: str) -> list[dict]:
+    """``"32x1,64x2"`` (width x depth, optional ``xH`` heads) -> size dicts."""
+    sizes = []
+    for item in text.split(","):
+        parts = [int(p) for p in item.strip().lower().split("x") if p]
+        if len(parts) not in (2, 3):
+            raise ValueError(f"size {item!r} must be WIDTHxDEPTH or WIDTHxDEPTHxHEADS")
+        width, depth = parts[0], parts[1]
+        heads = parts[2] if len(parts) == 3 else max(1, width // 32)
+        if width % heads:
+            raise ValueError(f"width {width} is not a multiple of {heads} heads")
+        sizes.append({"name": f"w{width}d{depth}h{heads}", "width": width, "depth": depth, "heads": heads})
+    return sizes
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vat3d", *map(str, args)]
+
+
+def run(cmd: list[str], log: Path, env: dict) -> float:
+    """Run a command, its output to ``log``; raise with the log's tail on failure. Returns seconds."""
+    start = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as handle:
+        handle.write(" ".join(cmd) + "\n")
+        handle.flush()
+        result = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-25:])
+        raise RuntimeError(f"command failed ({result.returncode}): {' '.join(cmd)}\n{tail}")
+    return time.perf_counter() - start
+
+
+def quick_tokens(work: Path, shapes: int, env: dict) -> Path:
+    """Prepared procedural shapes, a random tiny tokenizer and its tokens, under ``work``."""
+    import torch
+
+    from vat3d.data.prepare import prepare_dataset
+    from vat3d.models.tokenizer import VATokenizer
+
+    data, tok_dir, tokens = work / "data", work / "tokenizer", work / "tokens"
+    if not (tokens / "tokens.json").is_file():
+        print(f"preparing procedural:{shapes} -> {data}", flush=True)
+        prepare_dataset(f"procedural:{shapes}", data, num_surface=1024, num_volume=512, num_near=512)
+        if not (tok_dir / "config.json").is_file():
+            torch.manual_seed(0)
+            VATokenizer(**QUICK_TOKENIZER).save_pretrained(tok_dir)
+        print(f"tokenizing -> {tokens}", flush=True)
+        run(cli("tokenize", tok_dir, data, tokens, "--views", "0", "--no-progress"), work / "tokenize.log", env)
+    return tokens
+
+
+def final_losses(run_dir: Path) -> dict:
+    """The last logged ``val/loss`` and ``val/loss_last`` (and the step) of a run's CSV log."""
+    files = sorted(run_dir.glob("csv/**/metrics.csv"))
+    if not files:
+        raise FileNotFoundError(f"no csv/metrics.csv under {run_dir}")
+    last: dict = {}
+    with files[-1].open() as handle:
+        for row in csv.DictReader(handle):
+            if row.get("val/loss") not in (None, ""):
+                last = {"val_loss": float(row["val/loss"]),
+                        "val_loss_last": float(row["val/loss_last"]) if row.get("val/loss_last") else float("nan"),
+                        "step": int(float(row.get("step") or 0))}
+    if not last:
+        raise ValueError(f"{files[-1]} has no val/loss rows (did validation run?)")
+    return last
+
+
+def count_parameters(model_dir: Path) -> dict:
+    from vat3d.models.generator import NextScaleGenerator
+
+    model = NextScaleGenerator.from_pretrained(model_dir)
+    blocks = sum(p.numel() for p in model.blocks.parameters() if p.requires_grad)
+    return {"params_total": model.num_parameters(trainable_only=True), "params_non_embedding": blocks}
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def plot(points: list[dict], fits: dict, path: Path, count_key: str) -> Path:
+    """A log-log plot (PIL) of both losses against N with their fitted lines."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    W, H, left, right, top, bottom = 720, 480, 80, 20, 40, 60
+    img = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    n = np.array([p[count_key] for p in points], dtype=float)
+    series = {"val/loss": ("val_loss", (31, 119, 180)), "val/loss_last": ("val_loss_last", (214, 39, 40))}
+    ys = np.concatenate([[p[k] for p in points] for k, _ in series.values()])
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    x_lo, x_hi = math.log10(n.min()) - 0.1, math.log10(n.max()) + 0.1
+    y_lo, y_hi = math.log10(ys.min()) - 0.05, math.log10(ys.max()) + 0.05
+
+    def xy(nv, lv):
+        x = left + (math.log10(nv) - x_lo) / (x_hi - x_lo) * (W - left - right)
+        y = top + (y_hi - math.log10(lv)) / (y_hi - y_lo) * (H - top - bottom)
+        return x, y
+
+    draw.rectangle([left, top, W - right, H - bottom], outline="black")
+    for k in range(math.floor(x_lo), math.ceil(x_hi) + 1):
+        for m in (1, 2, 5):
+            v = m * 10.0**k
+            if x_lo <= math.log10(v) <= x_hi:
+                x, _ = xy(v, 10**y_hi)
+                draw.line([x, H - bottom, x, H - bottom + 5], fill="black")
+                draw.text((x, H - bottom + 8), f"{v:.0e}", fill="black", font=font, anchor="ma")
+    for t in np.linspace(y_lo, y_hi, 6):
+        _, y = xy(10**x_lo, 10**t)
+        draw.line([left - 5, y, left, y], fill="black")
+        draw.text((left - 8, y), f"{10**t:.3g}", fill="black", font=font, anchor="rm")
+    draw.text((W / 2, H - 20), f"N ({count_key.replace('params_', '')} parameters, log)", fill="black", font=font,
+              anchor="mm")
+    draw.text((10, top - 25), "validation loss (log)", fill="black", font=font)
+    for i, (label, (key, color)) in enumerate(series.items()):
+        for p in points:
+            if np.isfinite(p[key]) and p[key] > 0:
+                x, y = xy(p[count_key], p[key])
+                draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
+        fit = fits.get(key)
+        text = label
+        if fit:
+            grid = np.logspace(x_lo, x_hi, 50)
+            line = [xy(g, v) for g, v in zip(grid, power_law(grid, fit["a"], fit["b"]))
+                    if y_lo <= math.log10(v) <= y_hi]
+            if len(line) > 1:
+                draw.line(line, fill=color, width=2)
+            text += f": L = ({fit['a']:.3g} N)^{fit['b']:.3f}  r2={fit['r2']:.3f}"
+        draw.text((left + 10, top + 10 + 16 * i), text, fill=color, font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=Path, help="Token folder from `vat3d tokenize`.")
+    parser.add_argument("--quick", action="store_true", help="Build small procedural tokens first (no --tokens).")
+    parser.add_argument("--shapes", type=int, default=96, help="--quick: procedural shapes.")
+    parser.add_argument("--sizes", default=None, help="WIDTHxDEPTH[xHEADS],... (default: 4-5 sizes by mode).")
+    parser.add_argument("--steps", type=int, default=None, help="Training steps per size.")
+    parser.add_argument("--config", default="tiny", help="Base config of vat3d train-generator.")
+    parser.add_argument("--cond-type", default="class", help="model.cond_type (class: no text/image encoders).")
+    parser.add_argument("--batch-size", type=int, default=None, help="data.batch_size override.")
+    parser.add_argument("--lr", type=float, default=None, help="training.lr override.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="Extra --set for every run.")
+    parser.add_argument("--count", choices=("non_embedding", "total"), default="non_embedding")
+    parser.add_argument("--work", type=Path, default=Path("runs/scaling"), help="Runs and data go here.")
+    parser.add_argument("--threads", type=int, default=None, help="OMP/MKL threads of the training runs.")
+    parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
+    parser.add_argument("--fit-only", action="store_true", help="Refit from finished runs in --work.")
+    args = parser.parse_args(argv)
+
+    sizes = parse_sizes(args.sizes or ("16x1,32x1,32x2,64x2,96x3" if args.quick or not args.tokens
+                                       else "64x2,128x3,192x4,256x6,384x8"))
+    steps = args.steps or (150 if args.quick else 2000)
+    env = dict(os.environ)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    work = args.work
+    tokens = args.tokens
+    if tokens is None:
+        if not args.quick:
+            parser.error("give --tokens DIR (from vat3d tokenize) or --quick")
+        tokens = quick_tokens(work, args.shapes, env)
+
+    points = []
+    for size in sizes:
+        run_dir = work / "runs" / size["name"]
+        seconds = None
+        if not args.fit_only:
+            overrides = [f"model.width={size['width']}", f"model.depth={size['depth']}",
+                         f"model.heads={size['heads']}", f"model.cond_type={args.cond_type}",
+                         f"training.val_every_n_steps={steps}", f"training.ckpt_every_n_steps={steps}"]
+            if args.cond_type in ("none", "class"):
+                overrides.append("model.conditioner_kwargs=null")
+            if args.batch_size:
+                overrides.append(f"data.batch_size={args.batch_size}")
+            if args.lr:
+                overrides.append(f"training.lr={args.lr}")
+            overrides += args.overrides
+            cmd = cli("train-generator", "--config", args.config, "--tokens", tokens, "--run-dir", run_dir,
+                      "--max-steps", steps, "--accelerator", "cpu", "--resume", "none", "--no-progress",
+                      *[x for o in overrides for x in ("--set", o)])
+            print(f"training {size['name']} for {steps} steps ...", flush=True)
+            seconds = run(cmd, run_dir / "train.log", env)
+        point = {**size, **count_parameters(run_dir / "model"), **final_losses(run_dir),
+                 "train_seconds": None if seconds is None else round(seconds, 1)}
+        print(f"  {size['name']}: N={point['params_non_embedding']:,} (total {point['params_total']:,}) "
+              f"val/loss {point['val_loss']:.4f} val/loss_last {point['val_loss_last']:.4f}"
+              + (f" in {seconds:.0f} s" if seconds else ""), flush=True)
+        points.append(point)
+
+    count_key = f"params_{args.count}"
+    fits = {}
+    for key in ("val_loss", "val_loss_last"):
+        try:
+            fits[key] = fit_power_law([p[count_key] for p in points], [p[key] for p in points])
+        except ValueError as error:
+            print(f"no fit for {key}: {error}")
+    result = {
+        "benchmark": "generator scaling: final validation loss against parameter count, L(N) = (a*N)^b",
+        "tokens": str(tokens), "config": args.config, "cond_type": args.cond_type, "steps": steps,
+        "count": count_key, "quick": bool(args.quick and args.tokens is None),
+        "machine": platform.processor() or platform.machine(), "threads": args.threads,
+        "points": points, "fits": fits,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    png = plot(points, fits, args.out.with_suffix(".png"), count_key)
+    for key, fit in fits.items():
+        print(f"{key}: L = ({fit['a']:.4g} * N)^{fit['b']:.4f}   r2 {fit['r2']:.3f}")
+    print(f"wrote {args.out} and {png}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
