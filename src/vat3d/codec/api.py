@@ -1,8 +1,12 @@
 """Meshes to ``.vat`` token files and back, with a trained :class:`VATokenizer`.
 
-    tokens = encode_mesh(model, "chair.obj")          # EncodedShape: tokens, transform, bytes
-    mesh = decode_tokens(model, tokens.tokens, tokens.transform)   # back in the chair's units
-    write: encode_to_file(model, "chair.obj", "chair.vat"); decode_file(model, "chair.vat")
+    shape = encode_mesh(model, "chair.obj")           # EncodedShape: tokens, transform, .vat bytes
+    mesh = decode_tokens(model, shape.tokens, shape.transform)     # back in the chair's units
+    mesh, k = decode_file(model, "chair.vat")           # a truncated file decodes its k complete scales
+
+With ``generator=`` (a :class:`~vat3d.models.generator.NextScaleGenerator` trained on ``model``'s
+tokens) the ``.vat`` bytes are entropy-coded with the generator as prior (see
+:mod:`vat3d.codec.entropy`); such a file needs the same generator to decode.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 import trimesh
 
-from vat3d.codec.vatfile import decode_vat, encode_vat
+from vat3d.codec.vatfile import VatFile, VatModelMismatch, _read_limited, decode_vat, decode_vat_header, encode_vat
 from vat3d.geometry.io import load_mesh
 from vat3d.geometry.marching import extract_surface
 from vat3d.geometry.normalize import Transform, normalize_mesh
@@ -55,15 +59,29 @@ def surface_input(mesh: "str | os.PathLike | trimesh.Trimesh", num_points: int, 
 
 @torch.no_grad()
 def encode_mesh(model, mesh: "str | os.PathLike | trimesh.Trimesh", *, num_points: int | None = None,
-                seed: int = 0, margin: float = 0.05) -> EncodedShape:
-    """Tokenize one mesh (deterministic for a given seed) and build its ``.vat`` bytes."""
+                seed: int = 0, margin: float = 0.05, generator=None) -> EncodedShape:
+    """Tokenize one mesh (deterministic for a given seed) and build its ``.vat`` bytes.
+
+    ``generator``: entropy-code the tokens with this generator as prior (else raw bit-packing).
+    """
     model.eval()
     device = next(model.parameters()).device
     points, normals, transform = surface_input(mesh, num_points or model.num_points, seed=seed, margin=margin)
     tokens = [t[0].cpu().numpy() for t in model.encode(points.to(device), normals.to(device))]
-    data = encode_vat(tokens, model_fingerprint=model_fingerprint_bytes(model), codebook_size=model.codebook_size,
-                      scale_sizes=model.scale_sizes, center=transform.center, scale=transform.scale)
+    data = tokens_to_bytes(model, tokens, transform, generator=generator)
     return EncodedShape(tokens, transform, data)
+
+
+def tokens_to_bytes(model, tokens: Sequence, transform: Transform | None = None, *, generator=None) -> bytes:
+    """``.vat`` bytes of given tokens (raw, or entropy-coded with ``generator``)."""
+    transform = transform or Transform()
+    meta = dict(model_fingerprint=model_fingerprint_bytes(model), codebook_size=model.codebook_size,
+                scale_sizes=model.scale_sizes, center=transform.center, scale=transform.scale)
+    if generator is None:
+        return encode_vat([np.asarray(t).reshape(-1) for t in tokens], **meta)
+    from vat3d.codec.entropy import encode_entropy_vat
+
+    return encode_entropy_vat(generator, tokens, **meta)
 
 
 @torch.no_grad()
@@ -80,10 +98,35 @@ def decode_tokens(model, tokens: Sequence, transform: Transform | None = None, *
     return mesh
 
 
-def read_tokens(model, data: bytes, *, max_scales: int | None = None):
-    """Parse ``.vat`` bytes made with ``model`` (a file from another model is an error naming both)."""
-    vat = decode_vat(data, expected_fingerprint=model_fingerprint_bytes(model), max_scales=max_scales)
-    header = vat.header
+class EntropyGeneratorRequired(ValueError):
+    """An entropy-coded file was given without a generator to decode it."""
+
+
+def read_tokens(model, data: bytes, *, max_scales: int | None = None, generator=None):
+    """Parse ``.vat`` bytes made with ``model`` -> ``(VatFile, Transform)``.
+
+    A file from another model is a :class:`~vat3d.codec.vatfile.VatModelMismatch` naming both
+    fingerprints. Entropy-coded files need ``generator`` (the one recorded in the file; another
+    one is a ``VatModelMismatch`` naming both). Truncated files give their complete leading
+    scales (``complete=False`` and a :class:`~vat3d.codec.vatfile.VatTruncatedWarning`).
+    """
+    fingerprint = model_fingerprint_bytes(model)
+    header = decode_vat_header(data)
+    if header.coding == "entropy":
+        if header.model_fingerprint != fingerprint:
+            raise VatModelMismatch(header.model_fingerprint, fingerprint, "model")
+        if generator is None:
+            raise EntropyGeneratorRequired(
+                f"the file is entropy-coded with generator {header.generator_fingerprint.hex()}: "
+                "pass that generator (--entropy GENERATOR) to decode it")
+        from vat3d.codec.entropy import decode_entropy_vat
+
+        header, tokens, complete = decode_entropy_vat(generator, data, expected_fingerprint=fingerprint,
+                                                      max_scales=max_scales)
+        vat = VatFile(header, tokens, complete)
+    else:
+        vat = decode_vat(data, expected_fingerprint=fingerprint, max_scales=max_scales)
+        header = vat.header
     if list(header.scale_sizes) != list(model.scale_sizes) or header.codebook_size != model.codebook_size:
         raise ValueError(f"the file's schedule {header.scale_sizes} / V={header.codebook_size} does not fit the "
                          f"model ({model.scale_sizes} / V={model.codebook_size})")
@@ -91,8 +134,8 @@ def read_tokens(model, data: bytes, *, max_scales: int | None = None):
     return vat, transform
 
 
-def decode_file(model, path: "str | os.PathLike", *, resolution: int = 256, num_scales: int | None = None
-                ) -> tuple[trimesh.Trimesh, int]:
-    """Decode a ``.vat`` file; returns the mesh and the number of scales it used."""
-    vat, transform = read_tokens(model, Path(path).read_bytes(), max_scales=num_scales)
+def decode_file(model, path: "str | os.PathLike", *, resolution: int = 256, num_scales: int | None = None,
+                generator=None) -> tuple[trimesh.Trimesh, int]:
+    """Decode a ``.vat`` file; returns the mesh (original coordinates) and the number of scales used."""
+    vat, transform = read_tokens(model, _read_limited(path), max_scales=num_scales, generator=generator)
     return decode_tokens(model, vat.tokens, transform, resolution=resolution), len(vat.tokens)

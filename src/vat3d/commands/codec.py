@@ -1,7 +1,14 @@
-"""``vat3d encode`` and ``vat3d decode``: meshes to .vat token files and back."""
+"""``vat3d encode`` and ``vat3d decode``: meshes to .vat token files and back.
+
+Both take files or folders (searched recursively), show a progress bar, write every output
+atomically (temporary file + rename), never overwrite an input, report each failing file and go on
+with the rest of the batch (exit code 1 if any failed).
+"""
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -29,12 +36,27 @@ def _targets(files: list[Path], inputs: list[Path], out: Path, suffix: str) -> l
     """One output per input: OUT itself for a single input with OUT's suffix, else OUT/<relative>.suffix."""
     if len(files) == 1 and out.suffix.lower() == suffix and not out.is_dir():
         return [out]
+    if out.exists() and not out.is_dir():
+        if any(os.path.realpath(out) == os.path.realpath(f) for f in files):
+            raise typer.BadParameter(f"refusing to overwrite input file {out}")
+        raise typer.BadParameter(f"{out} is an existing file: give a {suffix} path (one input) or a folder")
     targets = []
     for f in files:
-        root = next((i for i in inputs if i.is_dir() and f.is_relative_to(i)), None)
-        rel = f.relative_to(root) if root else Path(f.name)
+        root = next((i for i in inputs if i.is_dir() and f.resolve().is_relative_to(i.resolve())), None)
+        rel = f.resolve().relative_to(root.resolve()) if root else Path(f.name)
         targets.append(out / rel.with_suffix(suffix))
     return targets
+
+
+def _write(dst: Path, data: bytes, protect: list[Path]) -> None:
+    from vat3d.codec.vatfile import atomic_write_bytes
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dst, data, protect=protect)
+
+
+def _fail(src: Path, error: Exception) -> None:
+    typer.secho(f"failed: {src}: {error}", fg=typer.colors.RED, err=True)
 
 
 def encode(
@@ -44,34 +66,40 @@ def encode(
     seed: int = typer.Option(0, help="Seed of the surface sampling (encoding is deterministic per seed)."),
     entropy: Optional[str] = typer.Option(None, "--entropy", help="Entropy-code with this generator (or 'default')."),
 ) -> None:
-    """Encode meshes to .vat token files."""
+    """Encode meshes to .vat token files (raw bit-packed, or entropy-coded with --entropy GENERATOR)."""
     from rich.progress import track
 
-    from vat3d.codec.api import encode_mesh
-    from vat3d.codec.vatfile import atomic_write_bytes
+    from vat3d.codec.api import model_fingerprint_bytes, tokens_to_bytes, encode_mesh
     from vat3d.pretrained import load_generator, load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    generator = load_generator(entropy) if entropy else None
+    generator = None
+    if entropy:
+        from vat3d.codec.entropy import check_generator
+
+        generator = load_generator(entropy)
+        try:
+            check_generator(generator, model_fingerprint_bytes(tokenizer), tokenizer.scale_sizes,
+                            tokenizer.codebook_size)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--entropy") from None
     files = _expand(inputs, MESH_SUFFIXES)
     targets = _targets(files, inputs, out, ".vat")
     total, failed = 0, 0
     for src, dst in track(list(zip(files, targets)), description="encoding", transient=True):
         try:
             shape = encode_mesh(tokenizer, src, seed=seed)
-            data = shape.data
-            if generator is not None:
-                from vat3d.codec.entropy import entropy_encode
-
-                data = entropy_encode(generator, tokenizer, shape)
-            atomic_write_bytes(dst, data, protect=files)
+            data = shape.data if generator is None else tokens_to_bytes(tokenizer, shape.tokens, shape.transform,
+                                                                        generator=generator)
+            _write(dst, data, files)
             total += len(data)
         except Exception as error:  # report and go on with the batch
             failed += 1
-            typer.secho(f"failed: {src}: {error}", fg=typer.colors.RED, err=True)
+            _fail(src, error)
     done = len(files) - failed
     typer.echo(f"encoded {done} of {len(files)} meshes, {total} bytes in all"
-               + (f" ({total / done:.0f} B per shape)" if done else "") + f" -> {out}")
+               + (f" ({total / done:.0f} B per shape)" if done else "")
+               + (" [entropy-coded]" if generator is not None else "") + f" -> {out}")
     if failed:
         raise typer.Exit(1)
 
@@ -80,17 +108,17 @@ def decode(
     model: str = typer.Argument(..., help="Tokenizer folder or 'default' (the one that encoded the files)."),
     inputs: list[Path] = typer.Argument(..., help=".vat files or folders."),
     out: Path = typer.Option(..., "--output", "-o", help="A mesh path (.obj/.ply/.glb/.stl/.off) or a folder."),
-    scales: Optional[int] = typer.Option(None, "--scales", help="Decode only the first K scales (coarser)."),
+    scales: Optional[int] = typer.Option(None, "--scales", min=1, help="Decode only the first K scales (coarser)."),
     resolution: int = typer.Option(256, help="Marching-cubes grid resolution (256 or 512)."),
     fmt: str = typer.Option("obj", "--format", help="Mesh format when OUT is a folder."),
-    entropy: Optional[str] = typer.Option(None, "--entropy", help="Generator for entropy-coded files ('default')."),
+    entropy: Optional[str] = typer.Option(
+        None, "--entropy", help="Generator for entropy-coded files (default: the shipped one, if it matches)."),
 ) -> None:
     """Decode .vat token files to meshes (in the original mesh's coordinates)."""
-    import trimesh
     from rich.progress import track
 
-    from vat3d.codec.api import decode_tokens, read_tokens
-    from vat3d.codec.vatfile import atomic_write_bytes, decode_vat_header
+    from vat3d.codec.api import EntropyGeneratorRequired, decode_tokens, read_tokens
+    from vat3d.codec.vatfile import VatTruncatedWarning, _read_limited, decode_vat_header
     from vat3d.pretrained import load_generator, load_tokenizer
 
     tokenizer = load_tokenizer(model)
@@ -99,29 +127,35 @@ def decode(
     if suffix not in OUT_SUFFIXES:
         raise typer.BadParameter(f"unsupported mesh format {suffix}; use one of {sorted(OUT_SUFFIXES)}")
     targets = _targets(files, inputs, out, suffix)
-    generator = None
+    generator = load_generator(entropy) if entropy else None
+    tried_default = False
     failed = 0
     for src, dst in track(list(zip(files, targets)), description="decoding", transient=True):
         try:
-            data = src.read_bytes()
-            if decode_vat_header(data).coding == "entropy":
-                from vat3d.codec.entropy import entropy_decode
-
-                generator = generator or load_generator(entropy or "default")
-                tokens, transform, complete = entropy_decode(generator, tokenizer, data, max_scales=scales)
-            else:
-                vat, transform = read_tokens(tokenizer, data, max_scales=scales)
-                tokens, complete = vat.tokens, vat.complete
-            if not complete:
-                typer.secho(f"{src}: truncated file, decoding the {len(tokens)} complete scales", fg="yellow", err=True)
-            mesh = decode_tokens(tokenizer, tokens, transform, resolution=resolution)
+            data = _read_limited(src)
+            if generator is None and not tried_default and decode_vat_header(data).coding == "entropy":
+                tried_default = True
+                try:
+                    generator = load_generator("default")
+                except FileNotFoundError:
+                    raise EntropyGeneratorRequired(
+                        f"the file is entropy-coded with generator {decode_vat_header(data).generator_fingerprint.hex()}"
+                        ": pass that generator with --entropy GENERATOR") from None
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", VatTruncatedWarning)
+                vat, transform = read_tokens(tokenizer, data, max_scales=scales, generator=generator)
+            if any(issubclass(w.category, VatTruncatedWarning) for w in caught):
+                typer.secho(f"warning: {src}: truncated file, decoding its {len(vat.tokens)} complete scales "
+                            f"of {vat.header.num_scales_stored} (coarser)", fg=typer.colors.YELLOW, err=True)
+            mesh = decode_tokens(tokenizer, vat.tokens, transform, resolution=resolution)
             if not len(mesh.faces):
-                typer.secho(f"{src}: the decoded field has no surface (empty mesh written)", fg="yellow", err=True)
-            blob = trimesh.exchange.export.export_mesh(mesh, file_type=suffix[1:])
-            atomic_write_bytes(dst, blob if isinstance(blob, bytes) else blob.encode(), protect=files)
+                typer.secho(f"warning: {src}: the decoded field has no surface (empty mesh written)",
+                            fg=typer.colors.YELLOW, err=True)
+            blob = mesh.export(file_type=suffix[1:])
+            _write(dst, blob if isinstance(blob, bytes) else blob.encode(), files)
         except Exception as error:
             failed += 1
-            typer.secho(f"failed: {src}: {error}", fg=typer.colors.RED, err=True)
+            _fail(src, error)
     typer.echo(f"decoded {len(files) - failed} of {len(files)} files -> {out}")
     if failed:
         raise typer.Exit(1)

@@ -1,0 +1,231 @@
+"""Mesh <-> .vat codec: Python API and the ``vat3d encode`` / ``vat3d decode`` commands.
+
+A tiny random tokenizer is saved in a temporary folder. Its decoded shapes are garbage, so the
+coordinate handling is checked with a known occupancy field (a sphere) patched in for the model's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from typer.testing import CliRunner
+
+from vat3d.cli import app
+from vat3d.codec import (
+    VatModelMismatch,
+    VatTruncatedWarning,
+    decode_file,
+    decode_tokens,
+    encode_mesh,
+    read_tokens,
+)
+from vat3d.codec.vatfile import decode_vat_header
+from vat3d.models.tokenizer import VATokenizer
+from conftest import TINY_TOKENIZER
+
+CENTER = np.array([10.0, -4.0, 2.5])
+RADIUS = 3.0
+
+
+def make_tokenizer(seed: int) -> VATokenizer:
+    torch.manual_seed(seed)
+    model = VATokenizer(**{**TINY_TOKENIZER, "num_points": 512}).eval()
+    with torch.no_grad():  # spread the codebook so that different shapes get different tokens
+        model.quantizer.codebook.weight.normal_()
+    return model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("codec")
+    model = make_tokenizer(0)
+    model.save_pretrained(root / "model")
+    make_tokenizer(1).save_pretrained(root / "other")
+    meshes = root / "meshes"
+    (meshes / "sub").mkdir(parents=True)
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=RADIUS)
+    sphere.apply_translation(CENTER)
+    sphere.export(meshes / "sphere.obj")
+    box = trimesh.creation.box(extents=(40.0, 10.0, 20.0))
+    box.apply_translation((-100.0, 5.0, 0.0))
+    box.export(meshes / "sub" / "box.ply")
+    return {"root": root, "model": root / "model", "other": root / "other", "meshes": meshes,
+            "sphere": meshes / "sphere.obj", "box": meshes / "sub" / "box.ply"}
+
+
+@pytest.fixture(scope="module")
+def model(files):
+    return VATokenizer.from_pretrained(files["model"]).eval()
+
+
+def sphere_field(radius: float = 0.95):
+    """A known occupancy (positive inside a sphere of ``radius`` in the box)."""
+
+    def occupancy_fn(self, indices, chunk_size=262_144):
+        return lambda p: radius - torch.linalg.norm(torch.as_tensor(p, dtype=torch.float32), dim=-1)
+
+    return occupancy_fn
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+# ---------------------------------------------------------------------------- Python API
+
+
+def test_saved_model_keeps_its_fingerprint(files, model):
+    assert model.fingerprint() == make_tokenizer(0).fingerprint()
+
+
+def test_api_round_trip_tokens_and_transform(files, model):
+    shape = encode_mesh(model, files["sphere"])
+    assert [len(t) for t in shape.tokens] == model.scale_sizes
+    np.testing.assert_allclose(shape.transform.center, CENTER, atol=1e-3)
+    assert shape.transform.scale == pytest.approx(0.95 / RADIUS, rel=1e-3)
+    again = encode_mesh(model, files["sphere"])  # deterministic for a seed
+    assert all(np.array_equal(a, b) for a, b in zip(shape.tokens, again.tokens))
+    vat, transform = read_tokens(model, shape.data)
+    assert vat.complete and len(vat.tokens) == len(model.scale_sizes)
+    assert all(np.array_equal(a, b) for a, b in zip(shape.tokens, vat.tokens))
+    np.testing.assert_allclose(transform.center, CENTER, atol=1e-5)
+    assert shape.num_bytes == len(shape.data) < 60 + sum(model.scale_sizes)
+
+
+def test_decode_lands_in_original_coordinates(files, model, monkeypatch):
+    monkeypatch.setattr(VATokenizer, "occupancy_fn", sphere_field(0.95))
+    source = trimesh.load(files["sphere"], force="mesh")
+    shape = encode_mesh(model, source)
+    mesh = decode_tokens(model, shape.tokens, shape.transform, resolution=48)
+    # the field's sphere has the normalised input's radius: the decoded mesh matches the input
+    np.testing.assert_allclose(mesh.bounds, source.bounds, atol=0.1 * RADIUS)
+    np.testing.assert_allclose(mesh.vertices.mean(0), CENTER, atol=0.05 * RADIUS)
+    unit = decode_tokens(model, shape.tokens, None, resolution=48)  # no transform: the box
+    assert np.abs(unit.bounds).max() < 1.0
+
+
+def test_truncated_file_decodes_fewer_scales(files, model, tmp_path):
+    data = encode_mesh(model, files["sphere"]).data
+    K = len(model.scale_sizes)
+    cut = tmp_path / "cut.vat"
+    cut.write_bytes(data[:-1])  # the final check is incomplete: K - 1 scales survive
+    with pytest.warns(VatTruncatedWarning):
+        vat, _ = read_tokens(model, cut.read_bytes())
+    assert len(vat.tokens) == K - 1 and not vat.complete
+    with pytest.warns(VatTruncatedWarning):
+        mesh, k = decode_file(model, cut, resolution=16)
+    assert k == K - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, k = decode_file(model, cut, resolution=16, num_scales=2)  # a deliberate prefix: no warning
+    assert k == 2
+
+
+def test_wrong_model_is_an_error_naming_both(files, model):
+    other = VATokenizer.from_pretrained(files["other"])
+    data = encode_mesh(model, files["sphere"]).data
+    with pytest.raises(VatModelMismatch) as info:
+        read_tokens(other, data)
+    assert model.fingerprint() in str(info.value) and other.fingerprint() in str(info.value)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def test_cli_round_trip_in_original_coordinates(files, model, tmp_path, monkeypatch):
+    result = run("encode", files["model"], files["sphere"], "-o", tmp_path / "s.vat")
+    assert result.exit_code == 0, result.output
+    data = (tmp_path / "s.vat").read_bytes()
+    assert data == encode_mesh(model, files["sphere"]).data  # same tokens and transform as the API
+    monkeypatch.setattr(VATokenizer, "occupancy_fn", sphere_field(0.95))
+    result = run("decode", files["model"], tmp_path / "s.vat", "-o", tmp_path / "s.ply", "--resolution", "48")
+    assert result.exit_code == 0, result.output
+    mesh = trimesh.load(tmp_path / "s.ply", force="mesh")
+    source = trimesh.load(files["sphere"], force="mesh")
+    np.testing.assert_allclose(mesh.bounds, source.bounds, atol=0.1 * RADIUS)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_cli_batch_folder_goes_on_after_a_bad_file(files, tmp_path, monkeypatch):
+    meshes = tmp_path / "in"
+    (meshes / "sub").mkdir(parents=True)
+    for name in ("sphere.obj", "sub/box.ply"):
+        (meshes / name).write_bytes((files["meshes"] / name).read_bytes())
+    (meshes / "broken.obj").write_text("this is not a mesh\n")
+    result = run("encode", files["model"], meshes, "-o", tmp_path / "vats")
+    assert result.exit_code != 0
+    assert "broken.obj" in result.output and "encoded 2 of 3" in result.output
+    assert sorted(p.relative_to(tmp_path / "vats").as_posix() for p in (tmp_path / "vats").rglob("*.vat")) == [
+        "sphere.vat", "sub/box.vat"]
+    # decode the folder, with one corrupt file among them
+    bad = tmp_path / "vats" / "corrupt.vat"
+    data = bytearray((tmp_path / "vats" / "sphere.vat").read_bytes())
+    data[-10] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    monkeypatch.setattr(VATokenizer, "occupancy_fn", sphere_field(0.5))
+    result = run("decode", files["model"], tmp_path / "vats", "-o", tmp_path / "meshes", "--format", "glb",
+                 "--resolution", "24")
+    assert result.exit_code != 0
+    assert "corrupt.vat" in result.output and "checksum" in result.output and "decoded 2 of 3" in result.output
+    out = sorted(p.relative_to(tmp_path / "meshes").as_posix() for p in (tmp_path / "meshes").rglob("*.glb"))
+    assert out == ["sphere.glb", "sub/box.glb"]
+    box = trimesh.load(tmp_path / "meshes" / "sub" / "box.glb", force="mesh")
+    assert box.bounds[0][0] < -100 < box.bounds[1][0]  # the box's position, in its own units
+
+
+def test_cli_truncated_file_and_scales(files, model, tmp_path):
+    full = encode_mesh(model, files["sphere"]).data
+    (tmp_path / "cut.vat").write_bytes(full[:-1])
+    result = run("decode", files["model"], tmp_path / "cut.vat", "-o", tmp_path / "cut.obj", "--resolution", "16")
+    assert result.exit_code == 0, result.output
+    K = len(model.scale_sizes)
+    assert "truncated" in result.output and f"{K - 1} complete scales" in result.output
+    assert (tmp_path / "cut.obj").exists()
+    (tmp_path / "full.vat").write_bytes(full)
+    result = run("decode", files["model"], tmp_path / "full.vat", "-o", tmp_path / "two.obj", "--scales", "2",
+                 "--resolution", "16")
+    assert result.exit_code == 0 and "warning" not in result.output
+    result = run("decode", files["model"], tmp_path / "full.vat", "-o", tmp_path / "z.obj", "--scales", "0")
+    assert result.exit_code != 0
+
+
+def test_cli_wrong_model_names_both_fingerprints(files, model, tmp_path):
+    (tmp_path / "s.vat").write_bytes(encode_mesh(model, files["sphere"]).data)
+    other = VATokenizer.from_pretrained(files["other"]).fingerprint()
+    result = run("decode", files["other"], tmp_path / "s.vat", "-o", tmp_path / "s.obj", "--resolution", "16")
+    assert result.exit_code != 0
+    assert model.fingerprint() in result.output and other in result.output
+    assert not (tmp_path / "s.obj").exists()
+
+
+def test_cli_never_overwrites_an_input(files, tmp_path):
+    mesh = tmp_path / "m.obj"
+    mesh.write_bytes(files["sphere"].read_bytes())
+    before = mesh.read_bytes()
+    result = run("encode", files["model"], mesh, "-o", mesh)
+    assert result.exit_code != 0 and "overwrite" in result.output
+    assert mesh.read_bytes() == before
+    vat = tmp_path / "m.vat"
+    assert run("encode", files["model"], mesh, "-o", vat).exit_code == 0
+    data = vat.read_bytes()
+    result = run("decode", files["model"], vat, "-o", vat)
+    assert result.exit_code != 0 and "overwrite" in result.output
+    assert vat.read_bytes() == data
+    # an input given twice, once as the output of the other (a .vat named like a mesh)
+    result = run("encode", files["model"], mesh, tmp_path / "copy.obj", "-o", tmp_path / "m.obj")
+    assert result.exit_code != 0
+    assert mesh.read_bytes() == before
+
+
+def test_cli_bad_files_give_clear_errors(files, tmp_path):
+    (tmp_path / "junk.vat").write_bytes(b"hello world")
+    (tmp_path / "empty.vat").write_bytes(b"")
+    result = run("decode", files["model"], tmp_path / "junk.vat", tmp_path / "empty.vat", "-o", tmp_path / "o")
+    assert result.exit_code != 0
+    assert "bad magic" in result.output and "empty data" in result.output
+    assert run("decode", files["model"], tmp_path / "missing.vat", "-o", tmp_path / "o").exit_code != 0
