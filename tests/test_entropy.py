@@ -254,6 +254,6 @@ def test_entropy_bytes_report(tokenizer, generator):
 
     shape = encode_mesh(tokenizer, trimesh.creation.box())
     info = entropy_bytes(generator, tokenizer, shape)
-    assert info["raw_bits_per_token"] == 6 and info["raw_bytes"] == shape.num_bytes
+    assert info["entropy_raw_bits_per_token"] == 6 and info["entropy_raw_bytes"] == shape.num_bytes
     assert info["entropy_bytes"] > 0 and info["entropy_bits_per_token"] > 0
     assert 0 < info["entropy_ideal_bits_per_token"] <= info["entropy_bits_per_token"] + 1.0

@@ -311,7 +311,12 @@ def decode_entropy_vat(generator, data: bytes, *, expected_fingerprint: bytes | 
 
 
 def entropy_bytes(generator, tokenizer, shape) -> dict:
-    """Sizes of one encoded shape with and without entropy coding (for ``vat3d eval --entropy``)."""
+    """Sizes of one encoded shape with and without entropy coding (for ``vat3d eval --entropy``).
+
+    Keys: ``entropy_bytes`` (the entropy-coded file), ``entropy_bits_per_token`` (its payload bits
+    per token), ``entropy_ideal_bits_per_token`` (the prior's ``-log2 p``), ``entropy_raw_bits_per_token``
+    (fixed width ``ceil(log2 V)``) and ``entropy_raw_bytes`` (the raw file).
+    """
     from vat3d.codec.api import model_fingerprint_bytes
 
     fp = model_fingerprint_bytes(tokenizer)
@@ -324,5 +329,5 @@ def entropy_bytes(generator, tokenizer, shape) -> dict:
     info = sum(token_information(generator, shape.tokens))
     return {"entropy_bytes": len(data), "entropy_bits_per_token": 8.0 * sum(map(len, payloads)) / n,
             "entropy_ideal_bits_per_token": info / n,
-            "raw_bits_per_token": float(max(1, math.ceil(math.log2(tokenizer.codebook_size)))),
-            "raw_bytes": shape.num_bytes}
+            "entropy_raw_bits_per_token": float(max(1, math.ceil(math.log2(tokenizer.codebook_size)))),
+            "entropy_raw_bytes": shape.num_bytes}

@@ -3,7 +3,10 @@
 Per shape: Chamfer-L1 and F-scores (tau 0.01/0.02/0.05, [-1,1] box) of the mesh decoded from each
 prefix of scales; volume and near-surface IoU per scale; cross-scale IoU (each prefix vs the full
 decoding, averaged over prefixes 2..K-1); .vat bytes and the compression ratio against binary PLY;
-Draco at several quantisation levels; simplification + Draco at equal byte budgets.
+Draco at several quantisation levels; simplification + Draco at equal byte budgets (256 B, 512 B,
+1 KB, 4 KB, and each shape's own .vat size). With ``EvalSettings.extra_bytes`` (``vat3d eval
+--entropy GENERATOR``) also bits/token and bytes/shape with and without entropy coding, and the
+classical pipeline at the entropy-coded size.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def evaluate_shape(model, path_or_mesh, settings: EvalSettings, name: str | None
             scores = compare_meshes(dec, gt, n_points=settings.n_points, taus=settings.taus, seed=settings.seed)
             row["draco"].append({"qbits": q, "bytes": nbytes, **{k: float(v) for k, v in scores.items()}})
         row["budget"] = []
-        for budget in sorted({*settings.budgets, row["vat_bytes"]}):
+        same_budgets = {row["vat_bytes"], *([row["entropy_bytes"]] if "entropy_bytes" in row else [])}
+        for budget in sorted({*settings.budgets, *same_budgets}):
             best = best_under_budget(gt, budget, n_points=settings.n_points, taus=settings.taus, seed=settings.seed)
             meshes[f"budget{budget}"] = best.pop("mesh")
             best.pop("candidates", None)
@@ -112,7 +116,9 @@ def summarize(rows: list[dict]) -> dict:
     """Means over shapes (per scale too), the classical pipeline's mean best F@0.02 per budget."""
     if not rows:
         return {}
-    mean = lambda xs: float(np.mean([x for x in xs if x is not None and math.isfinite(x)])) if xs else float("nan")  # noqa: E731
+    def mean(xs) -> float:
+        finite = [x for x in xs if x is not None and math.isfinite(x)]
+        return float(np.mean(finite)) if finite else float("nan")
     keys = ["vat_bytes", "tokens", "compression_ratio", "chamfer_l1", "fscore@0.01", "fscore@0.02", "fscore@0.05",
             "vol_iou", "near_iou", "cross_scale_iou", "encode_s", "decode_s"]
     keys += [k for k in rows[0] if k.startswith("entropy_")]
@@ -136,6 +142,9 @@ def summarize(rows: list[dict]) -> dict:
         out["same_bytes"] = {"vat_fscore@0.02": out["fscore@0.02"],
                              "simplify_draco_fscore@0.02": mean([next(x["fscore@0.02"] for x in r["budget"]
                                                                       if x["budget_bytes"] == r["vat_bytes"]) for r in rows])}
+        if all("entropy_bytes" in r for r in rows):
+            out["same_bytes"]["simplify_draco_fscore@0.02_at_entropy_bytes"] = mean(
+                [next(x["fscore@0.02"] for x in r["budget"] if x["budget_bytes"] == r["entropy_bytes"]) for r in rows])
     return out
 
 
@@ -162,7 +171,7 @@ def markdown_table(rows: list[dict], summary: dict) -> str:
     if "simplify_draco" in s:
         lines += ["", "Classical pipeline (quadric simplification + Draco), best F@0.02 within each budget:", "",
                   "| budget B | reachable | F@0.02 | Chamfer-L1 |", "|---|---|---|---|"]
-        lines += [f"| {b['budget_bytes']} | {b['reachable']:.2f} | {b['fscore@0.02']:.3f} | {b['chamfer_l1']:.4f} |"
+        lines += [f"| {b['budget_bytes']:.0f} | {b['reachable']:.2f} | {b['fscore@0.02']:.3f} | {b['chamfer_l1']:.4f} |"
                   for b in s["simplify_draco"]]
         lines += ["", "| Draco alone, qbits | mean bytes | F@0.02 |", "|---|---|---|"]
         lines += [f"| {d['qbits']} | {d['bytes']:.0f} | {d['fscore@0.02']:.3f} |" for d in s["draco"]]
@@ -170,6 +179,15 @@ def markdown_table(rows: list[dict], summary: dict) -> str:
         winner = "VAT" if same["vat_fscore@0.02"] > same["simplify_draco_fscore@0.02"] else "simplification + Draco"
         lines += ["", f"At the same bytes as each .vat file: VAT F@0.02 {same['vat_fscore@0.02']:.3f} vs simplification + "
                   f"Draco {same['simplify_draco_fscore@0.02']:.3f}: {winner} wins on these shapes."]
+    if "entropy_bytes" in s:
+        same = s.get("same_bytes", {})
+        lines += ["", "Token coding (bytes per shape, next to the classical codecs above):", "",
+                  "| coding | bits/token | bytes/shape | simp+Draco F@0.02 at these bytes |", "|---|---|---|---|",
+                  f"| raw (fixed {s['entropy_raw_bits_per_token']:.0f} bits) | {s['entropy_raw_bits_per_token']:.2f} | "
+                  f"{s['vat_bytes']:.0f} | {same.get('simplify_draco_fscore@0.02', float('nan')):.3f} |",
+                  f"| entropy (generator prior) | {s['entropy_bits_per_token']:.2f} (ideal "
+                  f"{s['entropy_ideal_bits_per_token']:.2f}) | {s['entropy_bytes']:.0f} | "
+                  f"{same.get('simplify_draco_fscore@0.02_at_entropy_bytes', float('nan')):.3f} |"]
     return "\n".join(lines) + "\n"
 
 
