@@ -7,7 +7,6 @@ coordinate handling is checked with a known occupancy field (a sphere) patched i
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import torch
 import trimesh
 from typer.testing import CliRunner
 
+from conftest import TINY_TOKENIZER
 from vat3d.cli import app
 from vat3d.codec import (
     VatModelMismatch,
@@ -24,9 +24,7 @@ from vat3d.codec import (
     encode_mesh,
     read_tokens,
 )
-from vat3d.codec.vatfile import decode_vat_header
 from vat3d.models.tokenizer import VATokenizer
-from conftest import TINY_TOKENIZER
 
 CENTER = np.array([10.0, -4.0, 2.5])
 RADIUS = 3.0
@@ -216,9 +214,10 @@ def test_cli_never_overwrites_an_input(files, tmp_path):
     result = run("decode", files["model"], vat, "-o", vat)
     assert result.exit_code != 0 and "overwrite" in result.output
     assert vat.read_bytes() == data
-    # an input given twice, once as the output of the other (a .vat named like a mesh)
-    result = run("encode", files["model"], mesh, tmp_path / "copy.obj", "-o", tmp_path / "m.obj")
-    assert result.exit_code != 0
+    # a batch whose output "folder" is one of its inputs
+    (tmp_path / "copy.obj").write_bytes(before)
+    result = run("encode", files["model"], mesh, tmp_path / "copy.obj", "-o", mesh)
+    assert result.exit_code != 0 and "overwrite" in result.output
     assert mesh.read_bytes() == before
 
 

@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import trimesh
 
-from vat3d.codec.vatfile import VatFile, VatModelMismatch, _read_limited, decode_vat, decode_vat_header, encode_vat
+from vat3d.codec.vatfile import (
+    VatFile,
+    VatModelMismatch,
+    _read_limited,
+    decode_vat,
+    decode_vat_header,
+    encode_vat,
+)
 from vat3d.geometry.io import load_mesh
 from vat3d.geometry.marching import extract_surface
 from vat3d.geometry.normalize import Transform, normalize_mesh

@@ -1,0 +1,177 @@
+"""Codec speed on CPU: encode / decode ms per shape, peak RSS, dense vs coarse-to-fine extraction,
+and entropy coding with the generator prior (encode / decode ms per shape, bits per token).
+
+    nice .venv/bin/python benchmarks/codec.py [--model default|FOLDER] [--generator default|FOLDER]
+        [--threads 2] [--shapes 6] [--resolution 256] [--out benchmarks/results/codec.json]
+
+Model: the shipped ("default") tokenizer if present, else the given folder; if neither loads, the
+``small`` config with random weights (recorded as ``"random_weights": true``: the decoded field is
+then not a real shape, so coarse-to-fine extraction timings are only indicative). Generator: the
+shipped one / the folder, else the ``small`` generator config's transformer size with random
+weights and ``cond_type="none"`` (bits per token are then ~log2 V; the speed is what matters).
+Targets (issue): decode at 256^3 <= 1 s, encode <= 0.2 s per shape on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vat3d.codec.api import decode_tokens, encode_mesh, read_tokens, tokens_to_bytes
+from vat3d.codec.entropy import entropy_decode, entropy_encode, token_information
+from vat3d.data.procedural import make_shape
+
+TARGETS = {"decode_256_s": 1.0, "encode_s": 0.2}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def load_models(model: str, generator: str) -> tuple:
+    from vat3d.models.generator import NextScaleGenerator
+    from vat3d.models.tokenizer import VATokenizer
+    from vat3d.pretrained import load_generator, load_tokenizer
+    from vat3d.training.common import load_config
+
+    info: dict = {}
+    try:
+        tokenizer = load_tokenizer(model).eval()
+        info["tokenizer"] = {"source": model, "random_weights": False}
+    except (FileNotFoundError, OSError) as error:
+        torch.manual_seed(0)
+        tokenizer = VATokenizer(**load_config("small", "tokenizer")["model"]).eval()
+        info["tokenizer"] = {"source": "config small", "random_weights": True, "why": str(error)}
+    try:
+        gen = load_generator(generator).eval()
+        gen.check_tokenizer(tokenizer)
+        info["generator"] = {"source": generator, "random_weights": False}
+    except (FileNotFoundError, OSError, ValueError) as error:
+        cfg = load_config("small", "generator")["model"]
+        size = {k: cfg[k] for k in ("width", "depth", "heads", "mlp_ratio") if k in cfg}
+        torch.manual_seed(0)
+        gen = NextScaleGenerator.from_tokenizer(tokenizer, **size, cond_type="none").eval()
+        info["generator"] = {"source": f"config small {size}, cond_type none", "random_weights": True,
+                             "why": str(error)}
+    info["tokenizer"].update(scale_sizes=tokenizer.scale_sizes, codebook_size=tokenizer.codebook_size,
+                             tokens=sum(tokenizer.scale_sizes), fingerprint=tokenizer.fingerprint())
+    info["generator"].update(fingerprint=gen.fingerprint(), params_M=gen.num_parameters() / 1e6)
+    return tokenizer, gen, info
+
+
+def bench_codec(tokenizer, meshes, resolution: int, repeats: int) -> dict:
+    encode_mesh(tokenizer, meshes[0])  # warm-up
+    enc, dec, dense, shapes, faces = [], [], [], [], []
+    for mesh in meshes:
+        enc.append(median_time(lambda: encode_mesh(tokenizer, mesh), repeats))
+        shape = encode_mesh(tokenizer, mesh)
+        shapes.append(shape)
+        t0 = time.perf_counter()
+        out = decode_tokens(tokenizer, shape.tokens, shape.transform, resolution=resolution)
+        dec.append(time.perf_counter() - t0)
+        faces.append(len(out.faces))
+    for shape in shapes[:1]:  # dense extraction is slow: one shape
+        dense.append(median_time(lambda: decode_tokens(tokenizer, shape.tokens, shape.transform,
+                                                       resolution=resolution, dense=True), 1))
+    t0 = time.perf_counter()
+    for shape in shapes:
+        read_tokens(tokenizer, shape.data)
+    parse_ms = 1000 * (time.perf_counter() - t0) / len(shapes)
+    return {"encode_ms_per_shape": 1000 * statistics.median(enc),
+            f"decode_{resolution}_ms_per_shape": 1000 * statistics.median(dec),
+            f"decode_{resolution}_dense_ms_per_shape": 1000 * statistics.median(dense),
+            "coarse_to_fine_speedup_shape0": dense[0] / dec[0],
+            "decoded_faces": faces, "parse_vat_ms_per_shape": parse_ms,
+            "vat_bytes_per_shape": statistics.mean(s.num_bytes for s in shapes)}, shapes
+
+
+def bench_entropy(tokenizer, generator, token_sets: dict, repeats: int) -> dict:
+    out = {}
+    for name, sets in token_sets.items():
+        enc, dec, payload_bits, ideal_bits, file_bytes = [], [], [], [], []
+        entropy_encode(generator, sets[0])  # warm-up
+        for tokens in sets:
+            enc.append(median_time(lambda: entropy_encode(generator, tokens), repeats))
+            payloads = entropy_encode(generator, tokens)
+            dec.append(median_time(lambda: entropy_decode(generator, payloads), repeats))
+            back = entropy_decode(generator, payloads)
+            assert all(np.array_equal(a, b) for a, b in zip(back, tokens)), "entropy round trip failed"
+            payload_bits.append(8 * sum(map(len, payloads)))
+            ideal_bits.append(sum(token_information(generator, tokens)))
+            file_bytes.append(len(tokens_to_bytes(tokenizer, tokens, generator=generator)))
+        n = sum(tokenizer.scale_sizes)
+        out[name] = {"shapes": len(sets), "encode_ms_per_shape": 1000 * statistics.median(enc),
+                     "decode_ms_per_shape": 1000 * statistics.median(dec),
+                     "bits_per_token": statistics.mean(payload_bits) / n,
+                     "ideal_bits_per_token": statistics.mean(ideal_bits) / n,
+                     "raw_bits_per_token": max(1, math.ceil(math.log2(tokenizer.codebook_size))),
+                     "entropy_file_bytes": statistics.mean(file_bytes),
+                     "raw_file_bytes": statistics.mean(len(tokens_to_bytes(tokenizer, t)) for t in sets),
+                     "round_trip_exact": True}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--generator", default="default")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shapes", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--out", default="benchmarks/results/codec.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tokenizer, generator, info = load_models(args.model, args.generator)
+    meshes = [make_shape(seed).mesh for seed in range(args.shapes)]
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    result = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "platform": platform.platform(), "cpus": os.cpu_count(),
+                          "load_average_at_start": os.getloadavg()},
+              "models": info, "shapes": "procedural make_shape(0..%d)" % (args.shapes - 1)}
+    codec, shapes = bench_codec(tokenizer, meshes, args.resolution, args.repeats)
+    result["codec"] = codec
+    sampled = generator.generate(batch_size=args.shapes, seed=0)
+    token_sets = {"tokenizer_tokens": [s.tokens for s in shapes],
+                  "generator_samples": [[t[b].numpy() for t in sampled] for b in range(args.shapes)]}
+    result["entropy"] = bench_entropy(tokenizer, generator, token_sets, args.repeats)
+    result["entropy"]["note"] = ("entropy coding pins torch to 1 intra-op thread while it runs (determinism); "
+                                 "'generator_samples' are tokens drawn from the prior itself (what a trained "
+                                 "prior sees on in-distribution shapes)")
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["machine"]["load_average_at_end"] = os.getloadavg()
+    result["machine"]["cpu_s_per_wall_s"] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    decode_s = codec[f"decode_{args.resolution}_ms_per_shape"] / 1000
+    result["targets"] = {
+        "decode_256_s_max": TARGETS["decode_256_s"], "decode_s": decode_s,
+        "decode_meets": decode_s <= TARGETS["decode_256_s"] if args.resolution == 256 else None,
+        "encode_s_max": TARGETS["encode_s"], "encode_s": codec["encode_ms_per_shape"] / 1000,
+        "encode_meets": codec["encode_ms_per_shape"] / 1000 <= TARGETS["encode_s"],
+    }
+    print(json.dumps(result, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
