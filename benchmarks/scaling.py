@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=Path, help="Token folder from `vat3d tokenize`.")
     parser.add_argument("--quick", action="store_true", help="Build small procedural tokens first (no --tokens).")
-    parser.add_argument("--shapes", type=int, default=96, help="--quick: procedural shapes.")
+    parser.add_argument("--shapes", type=int, default=256, help="--quick: procedural shapes.")
     parser.add_argument("--sizes", default=None, help="WIDTHxDEPTH[xHEADS],... (default: 4-5 sizes by mode).")
     parser.add_argument("--steps", type=int, default=None, help="Training steps per size.")
     parser.add_argument("--config", default="tiny", help="Base config of vat3d train-generator.")
@@ -242,9 +242,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--fit-only", action="store_true", help="Refit from finished runs in --work.")
     args = parser.parse_args(argv)
 
-    sizes = parse_sizes(args.sizes or ("16x1,32x1,32x2,64x2,96x3" if args.quick or not args.tokens
+    sizes = parse_sizes(args.sizes or ("16x1,24x1,32x1,48x2,64x2" if args.quick or not args.tokens
                                        else "64x2,128x3,192x4,256x6,384x8"))
-    steps = args.steps or (150 if args.quick else 2000)
+    steps = args.steps or (200 if args.quick else 2000)
     env = dict(os.environ)
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
