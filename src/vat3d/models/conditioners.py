@@ -22,6 +22,11 @@ Implementations:
   trained with the generator. ``encoder="dinov2:<path>"`` or ``"clip:<path>"`` loads a pretrained
   ViT through ``transformers`` from a local folder (or the local HF cache; never downloads), frozen
   and, like the text encoder, kept out of the state dict unless ``freeze=False``.
+* :class:`MultiModalConditioner` (``cond_type="text+image"``): the text tokens and the image tokens
+  concatenated, so one generator serves text, image and text+image prompts. Conditions are a dict
+  ``{"text": captions | None, "image": images | None}``; a missing modality (None, or an empty
+  caption) uses that modality's learned null tokens. In training each sample keeps text only,
+  image only or both (``modality_probs``); the generator's ``cond_dropout`` drops both at once.
 
 Nothing here downloads anything: every pretrained load uses ``local_files_only=True``.
 """
@@ -349,10 +354,119 @@ class ImageConditioner(Conditioner):
         return self.proj(hidden_BTH.to(self.proj.weight.dtype))
 
 
+class MultiModalConditioner(Conditioner):
+    """Text and image conditions at once: ``[text tokens][image tokens]`` as the prefix.
+
+    Conditions: a dict ``{"text": list[str] | None, "image": (B, 3, H, W) tensor | None}`` (a plain
+    list of captions or a plain image tensor also works, for one modality). A missing modality
+    uses its own learned null tokens: ``None`` for the whole batch, or per sample an empty / None
+    caption, or ``False`` in an optional ``"image_mask"`` (B,) bool tensor. ``null(B)`` is both
+    modalities' null tokens: the unconditional prefix of classifier-free guidance.
+
+    In training mode, each sample independently keeps both modalities, text only or image only
+    with probabilities ``modality_probs`` (the dropped one is replaced by its null tokens), so
+    the model learns every prompt type; dropping both is the generator's ``cond_dropout``.
+
+    Args:
+        width: generator width D.
+        text_encoder, image_encoder: as for :class:`TextConditioner` / :class:`ImageConditioner`.
+        text: further :class:`TextConditioner` options (``num_tokens``, ``cache_size``, ``embed_dim``).
+        image: further :class:`ImageConditioner` options (``image_size``, ``grid``, ``channels``, ...).
+        modality_probs: probabilities of (both, text only, image only) per training sample.
+    """
+
+    def __init__(self, width: int, text_encoder: str = DEFAULT_TEXT_ENCODER, image_encoder: str = "conv",
+                 text: dict[str, Any] | None = None, image: dict[str, Any] | None = None,
+                 modality_probs: Sequence[float] = (0.5, 0.25, 0.25)):
+        text_cond = TextConditioner(width, encoder=text_encoder, **(text or {}))
+        image_cond = ImageConditioner(width, encoder=image_encoder, **(image or {}))
+        super().__init__(width, num_tokens=text_cond.num_tokens + image_cond.num_tokens)
+        del self.null_tokens_1nD  # the null prefix is made of the two modalities' own null tokens
+        probs = [float(p) for p in modality_probs]
+        if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
+            raise ValueError(f"modality_probs must be 3 non-negative numbers summing to 1 "
+                             f"(both, text only, image only), got {modality_probs!r}")
+        self.modality_probs = probs
+        self.text = text_cond
+        self.image = image_cond
+
+    @staticmethod
+    def _split(conditions: Any) -> tuple[Any, Any, Any]:
+        if isinstance(conditions, dict):
+            unknown = set(conditions) - {"text", "image", "image_mask"}
+            if unknown:
+                raise KeyError(f"text+image conditions take keys 'text', 'image', 'image_mask'; got {sorted(unknown)}")
+            text = conditions.get("text")
+            return ([text] if isinstance(text, str) else text), conditions.get("image"), conditions.get("image_mask")
+        if isinstance(conditions, str):
+            return [conditions], None, None
+        if isinstance(conditions, torch.Tensor):
+            return None, conditions, None
+        if isinstance(conditions, (list, tuple)):
+            return list(conditions), None, None
+        raise TypeError("text+image conditions must be a dict {'text': captions | None, 'image': images | None}, "
+                        f"a list of captions or an image tensor; got {type(conditions).__name__}")
+
+    def batch_size(self, conditions: Any) -> int:
+        captions, images, _ = self._split(conditions)
+        sizes = {len(captions)} if captions is not None else set()
+        if images is not None:
+            sizes.add(int(images.shape[0]))
+        if not sizes:
+            raise ValueError("text+image conditions without text and without image: pass conditions=None and "
+                             "batch_size for the unconditional prefix")
+        if len(sizes) > 1:
+            raise ValueError(f"{len(captions)} captions but {images.shape[0]} images")
+        return sizes.pop()
+
+    def null(self, batch_size: int) -> torch.Tensor:
+        return torch.cat([self.text.null(batch_size), self.image.null(batch_size)], dim=1)
+
+    def _modality_keep(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample (keep_text_B, keep_image_B) booleans for training-time modality dropout."""
+        both, text_only, _ = self.modality_probs
+        u_B = torch.rand(batch_size, device=device)
+        keep_text_B = u_B < both + text_only
+        keep_image_B = (u_B < both) | (u_B >= both + text_only)
+        return keep_text_B, keep_image_B
+
+    def forward(self, conditions: Any) -> torch.Tensor:
+        captions, images, image_mask = self._split(conditions)
+        B = self.batch_size(conditions)
+        device = self.text.proj.weight.device
+        keep_text_B = torch.ones(B, dtype=torch.bool, device=device)
+        keep_image_B = torch.ones(B, dtype=torch.bool, device=device)
+        if self.training:
+            keep_text_B, keep_image_B = self._modality_keep(B, device)
+        # text: missing captions (None / "") use the null tokens
+        if captions is None:
+            text_BtD = self.text.null(B)
+        else:
+            present = [bool(c) for c in captions]
+            keep_text_B = keep_text_B & torch.tensor(present, dtype=torch.bool, device=device)
+            if any(present):
+                encoded = self.text([c if c else " " for c in captions])
+                text_BtD = torch.where(keep_text_B[:, None, None], encoded, self.text.null(B).to(encoded.dtype))
+            else:
+                text_BtD = self.text.null(B)
+        # image
+        if images is None:
+            image_BiD = self.image.null(B)
+        else:
+            if image_mask is not None:
+                keep_image_B = keep_image_B & torch.as_tensor(image_mask, dtype=torch.bool, device=device).reshape(B)
+            encoded = self.image(images)
+            image_BiD = torch.where(keep_image_B[:, None, None], encoded, self.image.null(B).to(encoded.dtype))
+        return torch.cat([text_BtD, image_BiD.to(text_BtD.dtype)], dim=1)
+
+
+COND_TYPES = ("none", "class", "text", "image", "text+image")
+
+
 def build_conditioner(cond_type: str, width: int, *, num_classes: int = 1, class_names: Sequence[str] | None = None,
                       text_encoder: str = DEFAULT_TEXT_ENCODER, image_encoder: str = "conv",
                       **kwargs: Any) -> Conditioner:
-    """The conditioner named by ``cond_type`` ("none" | "class" | "text" | "image")."""
+    """The conditioner named by ``cond_type`` ("none" | "class" | "text" | "image" | "text+image")."""
     if cond_type == "none":
         if kwargs:
             raise TypeError(f"NoCondition takes no options, got {sorted(kwargs)}")
@@ -363,4 +477,6 @@ def build_conditioner(cond_type: str, width: int, *, num_classes: int = 1, class
         return TextConditioner(width, encoder=text_encoder, **kwargs)
     if cond_type == "image":
         return ImageConditioner(width, encoder=image_encoder, **kwargs)
-    raise ValueError(f"unknown cond_type {cond_type!r} (use 'none', 'class', 'text' or 'image')")
+    if cond_type in ("text+image", "multi"):
+        return MultiModalConditioner(width, text_encoder=text_encoder, image_encoder=image_encoder, **kwargs)
+    raise ValueError(f"unknown cond_type {cond_type!r} (use one of {', '.join(COND_TYPES)})")

@@ -53,7 +53,8 @@ class NextScaleGenerator(ModelMixin):
     Args:
         width, depth, heads, mlp_ratio, qk_norm, dropout: transformer size (``dropout`` applies to
             attention weights and MLP outputs).
-        cond_type: ``"none"``, ``"class"``, ``"text"`` or ``"image"``.
+        cond_type: ``"none"``, ``"class"``, ``"text"``, ``"image"`` or ``"text+image"`` (one model for
+            text, image and text+image prompts; conditions ``{"text": ..., "image": ...}``).
         num_classes, class_names: class conditioning (names are optional; they map to ids).
         cond_dropout: probability of replacing a training sample's condition by the null condition.
         text_encoder: sentence-transformers encoder for ``cond_type="text"`` (frozen, not saved).
@@ -136,7 +137,7 @@ class NextScaleGenerator(ModelMixin):
 
     def _init_weights(self, std: float) -> None:
         for name, module in self.named_modules():
-            if name.startswith("quantizer") or name.startswith("conditioner.encoder"):
+            if name.startswith(("quantizer", "conditioner.encoder", "conditioner.image.encoder")):
                 continue
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=std)

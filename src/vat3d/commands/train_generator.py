@@ -1,0 +1,110 @@
+"""``vat3d train-generator``: train the next-scale generator on token data with Lightning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def train_generator(
+    config: str = typer.Option("small", "--config", "-c", help="Packaged config name (tiny, small, base, large) or a YAML path."),
+    tokens: Optional[Path] = typer.Option(None, "--tokens", "-t", help="Token folder (vat3d tokenize); overrides data.root."),
+    run_dir: Path = typer.Option(Path("runs/generator"), "--run-dir", "-o", help="Checkpoints, logs and the exported model go here."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder or 'default' (default: the one recorded in TOKENS/tokens.json)."),
+    max_steps: Optional[int] = typer.Option(None, help="Override training.max_steps."),
+    max_time: Optional[str] = typer.Option(None, help="Stop after this wall time, DD:HH:MM:SS (checkpoint kept)."),
+    stop_at_step: Optional[int] = typer.Option(None, help="Stop with a checkpoint at this step (the LR schedule still follows max_steps); rerun to resume."),
+    devices: str = typer.Option("auto", help="Lightning --devices: a count, a list like 0,1, or auto."),
+    num_nodes: int = typer.Option(1, help="Lightning --num-nodes."),
+    strategy: str = typer.Option("auto", help="auto, ddp, ddp_spawn or fsdp."),
+    accelerator: str = typer.Option("auto", help="auto, cpu, gpu."),
+    precision: Optional[str] = typer.Option(None, help="bf16-mixed, 16-mixed, 32 (default: the config's, else bf16-mixed)."),
+    resume: str = typer.Option("auto", help="auto (the run's last.ckpt if any), none, or a checkpoint path."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: section.key=value (repeatable)."),
+    progress: bool = typer.Option(True, help="Show the progress bar."),
+) -> None:
+    """Train the generator on tokens from `vat3d tokenize`. The condition type comes from the config
+    (model.cond_type: none, class, text, image or text+image). Writes checkpoints (RUN_DIR/checkpoints),
+    TensorBoard (RUN_DIR/tb) and CSV logs (RUN_DIR/csv/metrics.csv: val/loss, val/loss_last,
+    val/accuracy, ...) and, at the end, the model as config.json + model.safetensors in RUN_DIR/model.
+    Tokens made by a different tokenizer than --tokenizer are refused."""
+    import lightning.pytorch as pl
+    import yaml
+
+    from vat3d.data.tokens import TokenizerMismatchError, check_token_fingerprint, read_token_info
+    from vat3d.models.modules import Block
+    from vat3d.pretrained import load_tokenizer
+    from vat3d.training.common import build_trainer, load_config, merged, resume_path
+    from vat3d.training.generator_module import DATA_DEFAULTS, GeneratorDataModule, GeneratorModule
+    from vat3d.training.logs import keep_csv_history
+
+    cfg = load_config(config, "generator", set_)
+    train_cfg = dict(cfg.get("training", {}))
+    if max_steps is not None:
+        train_cfg["max_steps"] = max_steps
+    if max_time is not None:
+        train_cfg["max_time"] = max_time
+    if stop_at_step is not None:
+        train_cfg["stop_at_step"] = stop_at_step
+    data_cfg = merged(DATA_DEFAULTS, cfg.get("data"))
+    if tokens is not None:
+        data_cfg["root"] = str(tokens)
+    root = data_cfg["root"]
+    if not root or not (Path(root) / "tokens.json").is_file():
+        raise typer.BadParameter(f"token folder {root!r} not found (no tokens.json): run `vat3d tokenize` first",
+                                 param_hint="--tokens")
+    info = read_token_info(root)
+    tokenizer_ref = tokenizer or info.get("tokenizer")
+    if not tokenizer_ref:
+        raise typer.BadParameter(f"{root}/tokens.json names no tokenizer: pass --tokenizer", param_hint="--tokenizer")
+    try:
+        tok = load_tokenizer(tokenizer_ref)
+        check_token_fingerprint(root, tok.fingerprint())
+    except TokenizerMismatchError as err:
+        raise typer.BadParameter(str(err), param_hint="--tokenizer") from err
+    except FileNotFoundError as err:
+        raise typer.BadParameter(f"tokenizer {tokenizer_ref!r}: {err}", param_hint="--tokenizer") from err
+
+    model_cfg = dict(cfg.get("model", {}))
+    cond_type = model_cfg.get("cond_type", "class")
+    datamodule_kwargs = dict(data_cfg, cond_type=cond_type, tokenizer_fingerprint=info["tokenizer_fingerprint"])
+    train_set = GeneratorDataModule(**datamodule_kwargs).dataset("all")
+    if len(train_set) == 0:
+        raise typer.BadParameter(f"no tokenized shapes in {root}", param_hint="--tokens")
+    class_names = train_set.class_names if cond_type == "class" else None
+
+    module = GeneratorModule(model_cfg, train_cfg, tokenizer=tok, class_names=class_names)
+    del tok
+    tcfg = module.cfg
+    pl.seed_everything(tcfg["seed"], workers=True, verbose=False)
+    datamodule = GeneratorDataModule(**datamodule_kwargs, class_names=class_names, seed=tcfg["seed"],
+                                     max_steps=tcfg["max_steps"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {**cfg, "model": model_cfg, "training": tcfg, "data": data_cfg, "tokenizer": str(tokenizer_ref),
+         "class_names": class_names}, sort_keys=False))
+    n_params = module.model.num_parameters(trainable_only=True)
+    typer.echo(f"generator: {n_params / 1e6:.2f}M trainable parameters, cond_type={cond_type}, "
+               f"{len(train_set)} shapes, {module.model.num_tokens} tokens per shape")
+    dev = int(devices) if devices.isdigit() else devices
+    trainer = build_trainer(run_dir, tcfg, devices=dev, num_nodes=num_nodes, strategy=strategy,
+                            accelerator=accelerator, precision=precision, block_types=(Block,), progress=progress)
+    keep_csv_history(trainer)
+    ckpt = resume_path(run_dir, None if resume == "none" else resume)
+    if ckpt:
+        typer.echo(f"resuming from {ckpt}")
+    # our own checkpoints (they hold numpy RNG state, which weights_only loading rejects)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    stopped_early = tcfg.get("stop_at_step") and trainer.global_step < tcfg["max_steps"]
+    if trainer.global_rank == 0 and stopped_early:
+        typer.echo(f"stopped at step {trainer.global_step} of {tcfg['max_steps']}; rerun to resume")
+    elif trainer.global_rank == 0:
+        out = module.export(run_dir / "model", metadata={"steps": trainer.global_step, "config": str(config),
+                                                         "tokens": str(root)})
+        typer.echo(f"trained {trainer.global_step} steps; model saved to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-generator")(train_generator)

@@ -1,0 +1,182 @@
+"""Lightning training of the next-scale generator on token data (``vat3d tokenize`` output).
+
+Teacher-forced cross-entropy over all token positions (:meth:`NextScaleGenerator.loss`), with the
+generator's condition dropout (and, for ``cond_type="text+image"``, per-sample modality dropout).
+Validation logs ``val/loss`` (all positions), ``val/loss_last`` (the last scale),
+``val/accuracy``, ``val/accuracy_last`` and ``val/loss_sNN`` per scale, to TensorBoard
+(``RUN_DIR/tb``) and CSV (``RUN_DIR/csv/metrics.csv``). The same :class:`StepBatchSampler` as the
+tokenizer's training makes resumed runs see exactly the batches they would have seen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from vat3d.data.tokens import TokenDataset, batch_conditions
+from vat3d.models.generator import NextScaleGenerator
+from vat3d.training.common import build_optimizer, merged, rng_state, set_rng_state
+from vat3d.training.sampling import SeededItems, StepBatchSampler
+
+TRAINING_DEFAULTS = {
+    "max_steps": 1000, "max_time": None, "lr": 3e-4, "weight_decay": 0.05, "betas": [0.9, 0.95],
+    "warmup_steps": 100, "min_lr_ratio": 0.1, "grad_clip": 1.0, "precision": None,
+    "val_every_n_steps": 250, "limit_val_batches": 1.0, "ckpt_every_n_steps": 250, "log_every_n_steps": 10,
+    "seed": 0, "deterministic": False, "activation_checkpointing": False, "keep_all_ckpts": False,
+    "stop_at_step": None,
+}
+DATA_DEFAULTS = {
+    "root": None, "batch_size": 32, "num_workers": 2, "val_fraction": 0.05, "val_items": 256,
+}
+IMAGE_COND_TYPES = ("image", "text+image", "multi")
+
+
+def conditioner_kwargs_for(cond_type: str, kwargs: dict | None) -> dict | None:
+    """Adapt text+image style ``conditioner_kwargs`` (sections ``text``, ``image``, ``modality_probs``)
+    to another ``cond_type``, so ``--set model.cond_type=text`` works with any config: "text" takes
+    the ``text`` section, "image" the ``image`` section, "class" and "none" none of them."""
+    if not kwargs or cond_type in ("text+image", "multi"):
+        return kwargs
+    sectioned = {"text", "image", "modality_probs"} & set(kwargs)
+    if not sectioned:
+        return kwargs
+    if cond_type in ("text", "image"):
+        return dict(kwargs.get(cond_type) or {})
+    return None
+
+
+class GeneratorDataModule(pl.LightningDataModule):
+    """Train/val :class:`TokenDataset` loaders; training batches come from a step-indexed sampler.
+
+    Args:
+        root: the ``vat3d tokenize`` folder.
+        cond_type: decides whether rendered views are loaded (image conditioning).
+        tokenizer_fingerprint: refuse tokens made by another tokenizer.
+        class_names: the class vocabulary (default: all labels of the data).
+        batch_size: global batch per device.
+        num_workers: DataLoader workers.
+        val_fraction: share of ids held out (hash of id).
+        val_items: validation items (the first ones of the val split; the train split on tiny data).
+        seed: sampler and view-choice seed.
+        max_steps: steps the sampler yields batches for.
+    """
+
+    def __init__(self, root: str, *, cond_type: str = "class", tokenizer_fingerprint: str | None = None,
+                 class_names: list[str] | None = None, batch_size: int = 32, num_workers: int = 2,
+                 val_fraction: float = 0.05, val_items: int = 256, seed: int = 0, max_steps: int = 1000):
+        super().__init__()
+        self.root, self.seed, self.max_steps = root, seed, max_steps
+        self.images = cond_type in IMAGE_COND_TYPES
+        self.fingerprint, self.class_names = tokenizer_fingerprint, class_names
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.val_fraction, self.val_items = val_fraction, val_items
+
+    def dataset(self, split: str) -> TokenDataset:
+        return TokenDataset(self.root, split, val_fraction=self.val_fraction, seed=self.seed, images=self.images,
+                            tokenizer_fingerprint=self.fingerprint, class_names=self.class_names)
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        return DataLoader(SeededItems(dataset), num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train")
+        trainer = self.trainer
+        sampler = StepBatchSampler(
+            len(dataset), self.batch_size, seed=self.seed,
+            rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
+            start_step=trainer.global_step if trainer else 0, total_steps=self.max_steps)
+        return self._loader(dataset, batch_sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = self.dataset("val")
+        if len(dataset) == 0:  # tiny datasets: validate on fixed items of the training split
+            dataset = self.dataset("train")
+        n = min(len(dataset), self.val_items)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        keys = [(i, 1_000_000 + i) for i in range(n)][rank::world]
+        return self._loader(dataset, batch_size=self.batch_size, sampler=keys)
+
+
+class GeneratorModule(pl.LightningModule):
+    """The generator and its training / validation steps.
+
+    Args:
+        model: :class:`NextScaleGenerator` keyword arguments (width, depth, cond_type, ...).
+        training: options over :data:`TRAINING_DEFAULTS`.
+        tokenizer: the tokenizer whose tokens are modelled (its quantizer is copied into the
+            generator; not kept). None builds the generator from ``model`` alone (it must then
+            hold the quantizer keys; a checkpoint restores the weights).
+        class_names: class vocabulary for ``cond_type="class"``.
+    """
+
+    def __init__(self, model: dict, training: dict | None = None, tokenizer: torch.nn.Module | None = None,
+                 class_names: list[str] | None = None):
+        super().__init__()
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.cfg = merged(TRAINING_DEFAULTS, training)
+        kwargs = dict(model)
+        kwargs["conditioner_kwargs"] = conditioner_kwargs_for(kwargs.get("cond_type", "class"),
+                                                              kwargs.get("conditioner_kwargs"))
+        if kwargs.get("cond_type", "class") == "class" and class_names:
+            kwargs["class_names"], kwargs["num_classes"] = list(class_names), len(class_names)
+        self.model = (NextScaleGenerator.from_tokenizer(tokenizer, **kwargs) if tokenizer is not None
+                      else NextScaleGenerator(**kwargs))
+        self.cond_type = self.model.config["cond_type"]
+        self._val: list[dict] = []
+        self._rng_to_restore = None
+
+    def _step(self, batch: dict) -> dict[str, torch.Tensor]:
+        indices = [t.long() for t in batch["indices"]]
+        return self.model.loss(indices, batch_conditions(batch, self.cond_type))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self._step(batch)
+        log = {"train/loss": out["loss"], "train/accuracy": out["accuracy"], "train/loss_last": out["scale_loss"][-1],
+               "train/accuracy_last": out["scale_accuracy"][-1]}
+        self.log_dict(log, prog_bar=False, sync_dist=False)
+        self.log("loss", out["loss"], prog_bar=True, logger=False)
+        self.log("acc", out["accuracy"], prog_bar=True, logger=False)
+        return out["loss"]
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self._step(batch)
+        row: dict[str, Any] = {"n": batch["tokens"].shape[0], "loss": float(out["loss"]),
+                               "accuracy": float(out["accuracy"])}
+        for k, (loss_k, acc_k) in enumerate(zip(out["scale_loss"].tolist(), out["scale_accuracy"].tolist())):
+            row[f"loss_s{k + 1:02d}"], row[f"accuracy_s{k + 1:02d}"] = loss_k, acc_k
+        K = len(out["scale_loss"])
+        row["loss_last"], row["accuracy_last"] = row[f"loss_s{K:02d}"], row[f"accuracy_s{K:02d}"]
+        self._val.append(row)
+
+    def on_validation_epoch_end(self) -> None:
+        rows, self._val = self._val, []
+        if not rows:
+            return
+        total = sum(r["n"] for r in rows)
+        keys = sorted({k for r in rows for k in r if k != "n"})
+        metrics = {f"val/{k}": sum(r[k] * r["n"] for r in rows) / total for k in keys}
+        self.log_dict(metrics, sync_dist=True)
+        self.log("val_loss", metrics["val/loss"], prog_bar=True, logger=False, sync_dist=True)
+
+    def configure_optimizers(self):
+        return build_optimizer(self.model, self.cfg)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vat3d_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("vat3d_rng")
+
+    def on_train_start(self) -> None:
+        set_rng_state(self._rng_to_restore)
+        self._rng_to_restore = None
+
+    def export(self, directory: str | Path, metadata: dict | None = None) -> Path:
+        return self.model.save_pretrained(directory, metadata=metadata)

@@ -1,0 +1,103 @@
+"""`vat3d train-generator`: a few steps on tiny token data, resume, export, tokenizer checks."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import TINY_TOKENIZER
+from vat3d.cli import app
+from vat3d.data import prepare_dataset
+from vat3d.data.tokens import tokenize_dataset
+from vat3d.models.generator import NextScaleGenerator
+from vat3d.models.tokenizer import VATokenizer
+from vat3d.training.common import load_config
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("gen")
+    prepare_dataset("procedural:8", root / "data", num_surface=256, num_volume=128, num_near=128)
+    paths = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths[f"tok{seed}"] = VATokenizer(**TINY_TOKENIZER, num_points=256).save_pretrained(root / f"tok{seed}")
+    tokenizer = VATokenizer.from_pretrained(paths["tok0"])
+    tokenize_dataset(tokenizer, root / "data", root / "tokens", image_size=32, model_ref=str(paths["tok0"]))
+    paths.update(tokens=root / "tokens", root=root)
+    return paths
+
+
+EVERY_4 = ["--set", "training.val_every_n_steps=4", "--set", "training.ckpt_every_n_steps=4"]
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["train-generator", "--config", "tiny", "--no-progress", *args])
+
+
+def _csv_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_generator_runs_resumes_and_exports(setup, tmp_path):
+    run_dir = tmp_path / "run"
+    result = _run("--tokens", str(setup["tokens"]), "--run-dir", str(run_dir), "--max-steps", "4", *EVERY_4)
+    assert result.exit_code == 0, result.output
+    assert "trained 4 steps" in result.output and "cond_type=text+image" in result.output
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "tb").is_dir()
+    val = [r for r in _csv_rows(run_dir) if r.get("val/loss")]
+    assert len(val) == 1 and float(val[0]["val/loss_last"]) > 0 and 0 <= float(val[0]["val/accuracy"]) <= 1
+    # resume: continues from step 4 to 8, keeping the CSV history of the first part
+    result = _run("--tokens", str(setup["tokens"]), "--run-dir", str(run_dir), "--max-steps", "8", *EVERY_4)
+    assert result.exit_code == 0, result.output
+    assert "resuming from" in result.output and "trained 8 steps" in result.output
+    val_steps = [int(r["step"]) for r in _csv_rows(run_dir) if r.get("val/loss")]
+    assert val_steps == [3, 7]
+    model = NextScaleGenerator.from_pretrained(run_dir / "model")
+    tokenizer = VATokenizer.from_pretrained(setup["tok0"])
+    assert model.config["tokenizer_fingerprint"] == tokenizer.fingerprint()
+    model.check_tokenizer(tokenizer)
+    out = model.generate({"text": ["a torus"], "image": None}, seed=0, cfg_scale=2.0)
+    assert [t.shape for t in out] == [(1, n) for n in tokenizer.scale_sizes]
+
+
+def test_train_generator_class_conditioning(setup, tmp_path):
+    run_dir = tmp_path / "run"
+    result = _run("--tokens", str(setup["tokens"]), "--run-dir", str(run_dir), "--max-steps", "4",
+                  "--tokenizer", str(setup["tok0"]), "--set", "model.cond_type=class", "--resume", "none")
+    assert result.exit_code == 0, result.output
+    model = NextScaleGenerator.from_pretrained(run_dir / "model")
+    names = model.config["class_names"]
+    assert names == sorted(names) and len(names) == model.config["num_classes"] >= 2
+    assert model.generate([names[0]], seed=0)[0].shape == (1, 1)
+
+
+def test_train_generator_refuses_tokens_of_another_tokenizer(setup, tmp_path):
+    result = _run("--tokens", str(setup["tokens"]), "--run-dir", str(tmp_path / "run"), "--tokenizer",
+                  str(setup["tok1"]))
+    assert result.exit_code != 0 and "were made by tokenizer" in result.output
+    assert not (tmp_path / "run" / "model").exists()
+    result = _run("--tokens", str(tmp_path / "nothing"), "--run-dir", str(tmp_path / "run"))
+    assert result.exit_code != 0 and "vat3d tokenize" in result.output
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "base", "large"])
+def test_generator_configs_build(name):
+    cfg = load_config(name, "generator")
+    assert cfg["model"]["cond_type"] == "text+image"
+    if name in ("tiny", "small"):
+        kwargs = dict(cfg["model"], num_latents=64 if name == "small" else 16,
+                      codebook_size=1024 if name == "small" else 64, code_dim=16 if name == "small" else 8)
+        n = NextScaleGenerator(**kwargs).num_parameters(trainable_only=True)
+        assert (n < 1e6) if name == "tiny" else (2e6 < n < 10e6)
+    else:
+        w, d = cfg["model"]["width"], cfg["model"]["depth"]
+        approx = 12 * w * w * d  # transformer blocks
+        assert 70e6 < approx < 130e6 if name == "base" else 400e6 < approx < 600e6
+    if name == "large":
+        assert cfg["model"]["gradient_checkpointing"]
