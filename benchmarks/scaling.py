@@ -296,6 +296,10 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": platform.processor() or platform.machine(), "threads": args.threads,
         "points": points, "fits": fits,
     }
+    if result["quick"]:
+        result["note"] = ("quick mode: tokens of a random (untrained) tiny tokenizer on procedural shapes and "
+                          f"{steps} steps per size; it exercises the harness, the fitted exponent is not a "
+                          "scaling result")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     png = plot(points, fits, args.out.with_suffix(".png"), count_key)
