@@ -38,12 +38,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def median_time(fn, repeats: int) -> float:
+CPU_TIMES: dict[str, list[float]] = {}
+
+
+def median_time(fn, repeats: int, name: str | None = None) -> float:
+    """Median wall seconds of ``fn``; with ``name``, also collects process CPU seconds per call."""
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
+        if name:
+            CPU_TIMES.setdefault(name, []).append(time.process_time() - c0)
     return statistics.median(times)
 
 
@@ -82,12 +88,13 @@ def bench_codec(tokenizer, meshes, resolution: int, repeats: int) -> dict:
     encode_mesh(tokenizer, meshes[0])  # warm-up
     enc, dec, dense, shapes, faces = [], [], [], [], []
     for mesh in meshes:
-        enc.append(median_time(lambda: encode_mesh(tokenizer, mesh), repeats))
+        enc.append(median_time(lambda: encode_mesh(tokenizer, mesh), repeats, "encode"))
         shape = encode_mesh(tokenizer, mesh)
         shapes.append(shape)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = decode_tokens(tokenizer, shape.tokens, shape.transform, resolution=resolution)
         dec.append(time.perf_counter() - t0)
+        CPU_TIMES.setdefault("decode", []).append(time.process_time() - c0)
         faces.append(len(out.faces))
     for shape in shapes[:1]:  # dense extraction is slow: one shape
         dense.append(median_time(lambda: decode_tokens(tokenizer, shape.tokens, shape.transform,
@@ -104,15 +111,42 @@ def bench_codec(tokenizer, meshes, resolution: int, repeats: int) -> dict:
             "vat_bytes_per_shape": statistics.mean(s.num_bytes for s in shapes)}, shapes
 
 
+def estimate_real_surface_decode(tokenizer, shape, resolution: int) -> dict:
+    """A random model's field has no surface, so coarse-to-fine work is not representative: estimate
+    the decode time of a real shape from the model's query throughput and the number of points
+    coarse-to-fine evaluates on an analytic shape (torus + two spheres, benchmarks/extraction.py)."""
+    from extraction import analytic_field
+
+    from vat3d.geometry.marching import extract_surface
+
+    indices = [torch.as_tensor(t).long().view(1, -1) for t in shape.tokens]
+    t0 = time.perf_counter()
+    fn = tokenizer.occupancy_fn(indices)
+    planes_s = time.perf_counter() - t0
+    pts = torch.rand(262_144, 3) * 2 - 1
+    fn(pts[:1024])
+    t0 = time.perf_counter()
+    fn(pts)
+    points_per_s = len(pts) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    mesh = extract_surface(analytic_field, resolution)
+    analytic_s = time.perf_counter() - t0
+    evaluated = mesh.metadata["extraction"]["points_evaluated"]
+    return {"decode_planes_s": planes_s, "model_points_per_s": points_per_s,
+            "analytic_coarse_to_fine_points": evaluated, "analytic_extraction_s": analytic_s,
+            "estimated_decode_s": planes_s + evaluated / points_per_s + analytic_s,
+            "dense_points": resolution**3, "estimated_dense_decode_s": planes_s + resolution**3 / points_per_s}
+
+
 def bench_entropy(tokenizer, generator, token_sets: dict, repeats: int) -> dict:
     out = {}
     for name, sets in token_sets.items():
         enc, dec, payload_bits, ideal_bits, file_bytes = [], [], [], [], []
         entropy_encode(generator, sets[0])  # warm-up
         for tokens in sets:
-            enc.append(median_time(lambda: entropy_encode(generator, tokens), repeats))
+            enc.append(median_time(lambda: entropy_encode(generator, tokens), repeats, f"entropy_encode_{name}"))
             payloads = entropy_encode(generator, tokens)
-            dec.append(median_time(lambda: entropy_decode(generator, payloads), repeats))
+            dec.append(median_time(lambda: entropy_decode(generator, payloads), repeats, f"entropy_decode_{name}"))
             back = entropy_decode(generator, payloads)
             assert all(np.array_equal(a, b) for a, b in zip(back, tokens)), "entropy round trip failed"
             payload_bits.append(8 * sum(map(len, payloads)))
@@ -150,6 +184,7 @@ def main() -> None:
               "models": info, "shapes": "procedural make_shape(0..%d)" % (args.shapes - 1)}
     codec, shapes = bench_codec(tokenizer, meshes, args.resolution, args.repeats)
     result["codec"] = codec
+    result["codec"]["real_surface_estimate"] = estimate_real_surface_decode(tokenizer, shapes[0], args.resolution)
     sampled = generator.generate(batch_size=args.shapes, seed=0)
     token_sets = {"tokenizer_tokens": [s.tokens for s in shapes],
                   "generator_samples": [[t[b].numpy() for t in sampled] for b in range(args.shapes)]}
@@ -157,6 +192,10 @@ def main() -> None:
     result["entropy"]["note"] = ("entropy coding pins torch to 1 intra-op thread while it runs (determinism); "
                                  "'generator_samples' are tokens drawn from the prior itself (what a trained "
                                  "prior sees on in-distribution shapes)")
+    result["cpu_ms_per_call_median"] = {k: 1000 * statistics.median(v) for k, v in CPU_TIMES.items()}
+    result["cpu_ms_note"] = ("process CPU time per call (all threads): on a machine shared with other jobs "
+                             "the wall times above are inflated; an idle 2-core machine needs between "
+                             "cpu_ms/2 and cpu_ms of wall time (1 thread for entropy coding)")
     result["peak_rss_mb"] = peak_rss_mb()
     result["machine"]["load_average_at_end"] = os.getloadavg()
     result["machine"]["cpu_s_per_wall_s"] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)

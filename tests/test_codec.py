@@ -228,3 +228,20 @@ def test_cli_bad_files_give_clear_errors(files, tmp_path):
     assert result.exit_code != 0
     assert "bad magic" in result.output and "empty data" in result.output
     assert run("decode", files["model"], tmp_path / "missing.vat", "-o", tmp_path / "o").exit_code != 0
+
+
+def test_fingerprint_cache_follows_weight_changes(monkeypatch):
+    from vat3d.codec.api import model_fingerprint_bytes
+
+    model = make_tokenizer(3)
+    first = model_fingerprint_bytes(model)
+    assert first == bytes.fromhex(model.fingerprint())
+    calls = []
+    monkeypatch.setattr(model, "fingerprint", lambda: calls.append(1) or VATokenizer.fingerprint(model))
+    assert model_fingerprint_bytes(model) == first and not calls  # cached: no re-hashing
+    monkeypatch.undo()
+    with torch.no_grad():
+        model.quantizer.codebook.weight[0, 0] += 1.0
+    assert model_fingerprint_bytes(model) == bytes.fromhex(model.fingerprint()) != first
+    model.load_state_dict(make_tokenizer(3).state_dict())
+    assert model_fingerprint_bytes(model) == first

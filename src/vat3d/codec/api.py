@@ -49,7 +49,22 @@ class EncodedShape:
 
 
 def model_fingerprint_bytes(model) -> bytes:
-    return bytes.fromhex(model.fingerprint())
+    """The model's 8-byte fingerprint, cached on the model until a weight changes.
+
+    ``fingerprint()`` hashes every weight (tens of ms for a small model); the cache key is each
+    state tensor's identity and in-place version counter, so training or loading weights
+    invalidates it.
+    """
+    key = tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
+    cached = getattr(model, "_vat3d_fingerprint_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    fingerprint = bytes.fromhex(model.fingerprint())
+    try:
+        object.__setattr__(model, "_vat3d_fingerprint_cache", (key, fingerprint))
+    except (AttributeError, TypeError):  # pragma: no cover - exotic model objects
+        pass
+    return fingerprint
 
 
 def surface_input(mesh: "str | os.PathLike | trimesh.Trimesh", num_points: int, *, seed: int = 0,

@@ -52,7 +52,9 @@ UNIFORM_FLOOR = 2.0**-10  # p' = (1 - eps) p + eps / V
 
 
 def generator_fingerprint_bytes(generator) -> bytes:
-    return bytes.fromhex(generator.fingerprint())
+    from vat3d.codec.api import model_fingerprint_bytes
+
+    return model_fingerprint_bytes(generator)  # cached until a weight changes
 
 
 def _constriction():
