@@ -44,20 +44,41 @@ def _csv_rows(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_train_generator_runs_resumes_and_exports(setup, tmp_path):
-    run_dir = tmp_path / "run"
-    result = _run("--tokens", str(setup["tokens"]), "--run-dir", str(run_dir), "--max-steps", "4", *EVERY_4)
+@pytest.mark.slow  # three text+image training runs: ~15-25 s on 2 cores
+def test_train_generator_runs_resumes_exactly_and_exports(setup, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from vat3d.training.generator_module import GeneratorModule
+
+    straight = tmp_path / "straight"
+    result = _run("--tokens", str(setup["tokens"]), "--run-dir", str(straight), "--max-steps", "8", *EVERY_4)
     assert result.exit_code == 0, result.output
-    assert "trained 4 steps" in result.output and "cond_type=text+image" in result.output
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "tb").is_dir()
-    val = [r for r in _csv_rows(run_dir) if r.get("val/loss")]
-    assert len(val) == 1 and float(val[0]["val/loss_last"]) > 0 and 0 <= float(val[0]["val/accuracy"]) <= 1
-    # resume: continues from step 4 to 8, keeping the CSV history of the first part
+    assert "trained 8 steps" in result.output and "cond_type=text+image" in result.output
+    assert (straight / "checkpoints" / "last.ckpt").is_file() and (straight / "tb").is_dir()
+    val = [r for r in _csv_rows(straight) if r.get("val/loss")]
+    assert [int(r["step"]) for r in val] == [3, 7]
+    assert float(val[0]["val/loss_last"]) > 0 and 0 <= float(val[0]["val/accuracy"]) <= 1
+    # a run that crashes after its step-4 checkpoint, then resumes, ends with the same weights
+    run_dir = tmp_path / "run"
+    original = GeneratorModule.training_step
+
+    def crash_at_step_4(self, batch, batch_idx):
+        if self.global_step == 4:
+            raise RuntimeError("simulated crash")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(GeneratorModule, "training_step", crash_at_step_4)
+    result = _run("--tokens", str(setup["tokens"]), "--run-dir", str(run_dir), "--max-steps", "8", *EVERY_4)
+    assert result.exit_code != 0 and not (run_dir / "model").exists()
+    monkeypatch.setattr(GeneratorModule, "training_step", original)
     result = _run("--tokens", str(setup["tokens"]), "--run-dir", str(run_dir), "--max-steps", "8", *EVERY_4)
     assert result.exit_code == 0, result.output
     assert "resuming from" in result.output and "trained 8 steps" in result.output
     val_steps = [int(r["step"]) for r in _csv_rows(run_dir) if r.get("val/loss")]
-    assert val_steps == [3, 7]
+    assert val_steps == [3, 7]  # the CSV history of the first attempt is kept
+    weights_a = load_file(str(straight / "model" / "model.safetensors"))
+    weights_b = load_file(str(run_dir / "model" / "model.safetensors"))
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     model = NextScaleGenerator.from_pretrained(run_dir / "model")
     tokenizer = VATokenizer.from_pretrained(setup["tok0"])
     assert model.config["tokenizer_fingerprint"] == tokenizer.fingerprint()
@@ -66,11 +87,16 @@ def test_train_generator_runs_resumes_and_exports(setup, tmp_path):
     assert [t.shape for t in out] == [(1, n) for n in tokenizer.scale_sizes]
 
 
-def test_train_generator_class_conditioning(setup, tmp_path):
+def test_train_generator_class_conditioning_and_resume(setup, tmp_path):
     run_dir = tmp_path / "run"
-    result = _run("--tokens", str(setup["tokens"]), "--run-dir", str(run_dir), "--max-steps", "4",
-                  "--tokenizer", str(setup["tok0"]), "--set", "model.cond_type=class", "--resume", "none")
+    args = ["--tokens", str(setup["tokens"]), "--run-dir", str(run_dir), "--tokenizer", str(setup["tok0"]),
+            "--set", "model.cond_type=class", *EVERY_4]
+    result = _run(*args, "--max-steps", "4", "--resume", "none")
     assert result.exit_code == 0, result.output
+    result = _run(*args, "--max-steps", "8")
+    assert result.exit_code == 0, result.output
+    assert "resuming from" in result.output and "trained 8 steps" in result.output
+    assert [int(r["step"]) for r in _csv_rows(run_dir) if r.get("val/loss")] == [3, 7]
     model = NextScaleGenerator.from_pretrained(run_dir / "model")
     names = model.config["class_names"]
     assert names == sorted(names) and len(names) == model.config["num_classes"] >= 2

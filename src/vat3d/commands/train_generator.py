@@ -37,7 +37,8 @@ def train_generator(
     from vat3d.models.modules import Block
     from vat3d.pretrained import load_tokenizer
     from vat3d.training.common import build_trainer, load_config, merged, resume_path
-    from vat3d.training.generator_module import DATA_DEFAULTS, GeneratorDataModule, GeneratorModule
+    from vat3d.training.generator_module import (DATA_DEFAULTS, TRAINING_DEFAULTS, GeneratorDataModule,
+                                                  GeneratorModule)
     from vat3d.training.logs import keep_csv_history
 
     cfg = load_config(config, "generator", set_)
@@ -75,10 +76,10 @@ def train_generator(
         raise typer.BadParameter(f"no tokenized shapes in {root}", param_hint="--tokens")
     class_names = train_set.class_names if cond_type == "class" else None
 
+    pl.seed_everything(merged(TRAINING_DEFAULTS, train_cfg)["seed"], workers=True, verbose=False)  # also the init
     module = GeneratorModule(model_cfg, train_cfg, tokenizer=tok, class_names=class_names)
     del tok
     tcfg = module.cfg
-    pl.seed_everything(tcfg["seed"], workers=True, verbose=False)
     datamodule = GeneratorDataModule(**datamodule_kwargs, class_names=class_names, seed=tcfg["seed"],
                                      max_steps=tcfg["max_steps"])
     run_dir.mkdir(parents=True, exist_ok=True)

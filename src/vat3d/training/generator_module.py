@@ -5,7 +5,10 @@ generator's condition dropout (and, for ``cond_type="text+image"``, per-sample m
 Validation logs ``val/loss`` (all positions), ``val/loss_last`` (the last scale),
 ``val/accuracy``, ``val/accuracy_last`` and ``val/loss_sNN`` per scale, to TensorBoard
 (``RUN_DIR/tb``) and CSV (``RUN_DIR/csv/metrics.csv``). The same :class:`StepBatchSampler` as the
-tokenizer's training makes resumed runs see exactly the batches they would have seen.
+tokenizer's training makes resumed runs see exactly the batches they would have seen, and the
+training randomness (condition and modality dropout, attention/MLP dropout) of each step is seeded
+by ``(seed, step, rank)``, so an interrupted and resumed run ends with the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -135,8 +138,16 @@ class GeneratorModule(pl.LightningModule):
         indices = [t.long() for t in batch["indices"]]
         return self.model.loss(indices, batch_conditions(batch, self.cond_type))
 
+    def _step_seed(self) -> int:
+        return (self.cfg["seed"] * 1_000_003 + self.global_step) * 1_009 + self.global_rank
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self._step(batch)
+        # condition / modality dropout draws from a stream seeded by (seed, step, rank): a resumed run
+        # repeats exactly what an uninterrupted one does, whatever else consumed random numbers
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self._step_seed())
+            out = self._step(batch)
         log = {"train/loss": out["loss"], "train/accuracy": out["accuracy"], "train/loss_last": out["scale_loss"][-1],
                "train/accuracy_last": out["scale_accuracy"][-1]}
         self.log_dict(log, prog_bar=False, sync_dist=False)
