@@ -92,10 +92,10 @@ def train_generator(
     dev = int(devices) if devices.isdigit() else devices
     trainer = build_trainer(run_dir, tcfg, devices=dev, num_nodes=num_nodes, strategy=strategy,
                             accelerator=accelerator, precision=precision, block_types=(Block,), progress=progress)
-    keep_csv_history(trainer)
     ckpt = resume_path(run_dir, None if resume == "none" else resume)
     if ckpt:
         typer.echo(f"resuming from {ckpt}")
+        keep_csv_history(trainer)  # a fresh run starts a fresh metrics.csv
     # our own checkpoints (they hold numpy RNG state, which weights_only loading rejects)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
     stopped_early = tcfg.get("stop_at_step") and trainer.global_step < tcfg["max_steps"]
