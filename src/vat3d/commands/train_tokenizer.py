@@ -14,6 +14,7 @@ def train_tokenizer(
     run_dir: Path = typer.Option(Path("runs/tokenizer"), "--run-dir", "-o", help="Checkpoints, logs, previews and the exported model go here."),
     max_steps: Optional[int] = typer.Option(None, help="Override training.max_steps."),
     max_time: Optional[str] = typer.Option(None, help="Stop after this wall time, DD:HH:MM:SS (checkpoint kept)."),
+    stop_at_step: Optional[int] = typer.Option(None, help="Stop with a checkpoint at this step (the LR schedule still follows max_steps): train in chunks on time-limited queues, then rerun to resume."),
     devices: str = typer.Option("auto", help="Lightning --devices: a count, a list like 0,1, or auto."),
     num_nodes: int = typer.Option(1, help="Lightning --num-nodes."),
     strategy: str = typer.Option("auto", help="auto, ddp, ddp_spawn or fsdp."),
@@ -31,7 +32,8 @@ def train_tokenizer(
     from vat3d.models.modules import Block
     from vat3d.training.common import build_trainer, load_config, merged, resume_path
     from vat3d.training.previews import MeshPreview
-    from vat3d.training.tokenizer_module import DATA_DEFAULTS, TokenizerDataModule, TokenizerModule
+    from vat3d.training.logs import keep_csv_history
+    from vat3d.training.tokenizer_module import DATA_DEFAULTS, TRAINING_DEFAULTS, TokenizerDataModule, TokenizerModule
 
     cfg = load_config(config, "tokenizer", set_)
     train_cfg = dict(cfg.get("training", {}))
@@ -39,15 +41,17 @@ def train_tokenizer(
         train_cfg["max_steps"] = max_steps
     if max_time is not None:
         train_cfg["max_time"] = max_time
+    if stop_at_step is not None:
+        train_cfg["stop_at_step"] = stop_at_step
     data_cfg = merged(DATA_DEFAULTS, cfg.get("data"))
     if data is not None:
         data_cfg["root"] = str(data)
     if not data_cfg["root"] or not Path(data_cfg["root"]).is_dir():
         raise typer.BadParameter(f"prepared data folder {data_cfg['root']!r} not found: run `vat3d prepare` first",
                                  param_hint="--data")
+    pl.seed_everything(merged(TRAINING_DEFAULTS, train_cfg)["seed"], workers=True, verbose=False)  # also the init
     module = TokenizerModule(cfg["model"], train_cfg)
     tcfg = module.cfg
-    pl.seed_everything(tcfg["seed"], workers=True, verbose=False)
     datamodule = TokenizerDataModule(**data_cfg, seed=tcfg["seed"], max_steps=tcfg["max_steps"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**cfg, "training": tcfg, "data": data_cfg}, sort_keys=False))
@@ -58,8 +62,13 @@ def train_tokenizer(
     ckpt = resume_path(run_dir, None if resume == "none" else resume)
     if ckpt:
         typer.echo(f"resuming from {ckpt}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
-    if trainer.global_rank == 0:
+    if ckpt:
+        keep_csv_history(trainer)  # a resumed run continues RUN_DIR/csv/metrics.csv
+    # our own checkpoints (they hold numpy RNG state, which weights_only loading rejects)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    if trainer.global_rank == 0 and trainer.global_step < tcfg["max_steps"] and tcfg.get("stop_at_step"):
+        typer.echo(f"stopped at step {trainer.global_step} of {tcfg['max_steps']}; rerun with a later --stop-at-step (or none) to resume")
+    elif trainer.global_rank == 0:
         out = module.export(run_dir / "model", metadata={"steps": trainer.global_step, "config": str(config)})
         typer.echo(f"trained {trainer.global_step} steps; model saved to {out}")
 

@@ -92,7 +92,8 @@ class GeneratorDataModule(pl.LightningDataModule):
         sampler = StepBatchSampler(
             len(dataset), self.batch_size, seed=self.seed,
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
-            start_step=trainer.global_step if trainer else 0, total_steps=self.max_steps)
+            start_step=trainer.global_step if trainer else 0, total_steps=self.max_steps,
+            step_fn=(lambda: trainer.global_step) if trainer else None)
         return self._loader(dataset, batch_sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

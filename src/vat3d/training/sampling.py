@@ -13,13 +13,16 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     epoch; ``item_seed`` makes each item's random point subsets a function of its position."""
 
     def __init__(self, num_items: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0, total_steps: int = 1):
+                 start_step: int = 0, total_steps: int = 1, step_fn=None):
         if num_items <= 0:
             raise ValueError("no training items: prepare data first (vat3d prepare)")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.start_step, self.total_steps = start_step, max(total_steps, start_step)
         self._perm_epoch, self._perm = -1, None
+        # ``step_fn`` (e.g. ``lambda: trainer.global_step``) is read when iteration starts: a loop that
+        # re-creates its iterator after a resume continues at the step it is really at
+        self.step_fn = step_fn
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
@@ -36,7 +39,8 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         return out
 
     def __iter__(self):
-        for step in range(self.start_step, self.total_steps):
+        start = self.step_fn() if self.step_fn is not None else self.start_step
+        for step in range(start, self.total_steps):
             yield self.batch_at(step)
 
     def __len__(self) -> int:

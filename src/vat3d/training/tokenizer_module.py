@@ -12,14 +12,16 @@ from __future__ import annotations
 import random
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from vat3d.models.tokenizer import VATokenizer
-from vat3d.training.common import build_optimizer, merged, rng_state, set_rng_state
+from vat3d.training.common import build_optimizer, merged
 from vat3d.training.sampling import SeededItems, StepBatchSampler
 
 TRAINING_DEFAULTS = {
@@ -28,7 +30,7 @@ TRAINING_DEFAULTS = {
     "kl_weight": 1e-3, "kl_warmup_steps": 500, "vq_weight": 1.0, "near_weight": 1.0,
     "quantize_start_step": 500, "kmeans_tokens": 65536, "kmeans_iters": 10, "prefix_prob": 0.1,
     "precision": None, "val_every_n_steps": 250, "limit_val_batches": 1.0, "ckpt_every_n_steps": 250,
-    "log_every_n_steps": 10, "image_every_n_val": 1, "seed": 0, "deterministic": False,
+    "log_every_n_steps": 10, "image_every_n_val": 1, "seed": 0, "deterministic": False, "stop_at_step": None,
     "activation_checkpointing": False, "keep_all_ckpts": False,
 }
 DATA_DEFAULTS = {
@@ -70,7 +72,8 @@ class TokenizerDataModule(pl.LightningDataModule):
         sampler = StepBatchSampler(
             len(dataset), self.batch_size, seed=self.seed,
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
-            start_step=trainer.global_step if trainer else 0, total_steps=self.max_steps)
+            start_step=trainer.global_step if trainer else 0, total_steps=self.max_steps,
+            step_fn=(lambda: trainer.global_step) if trainer else None)
         return self._loader(dataset, batch_sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -93,7 +96,6 @@ class TokenizerModule(pl.LightningModule):
         self._latent_pool: deque[torch.Tensor] = deque()
         self._pool_tokens = 0
         self._val: list[dict] = []
-        self._rng_to_restore = None
 
     # ---- helpers ----
     def quantizing(self) -> bool:
@@ -210,17 +212,19 @@ class TokenizerModule(pl.LightningModule):
         return build_optimizer(self.model, self.cfg)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["vat3d_rng"] = rng_state()
         checkpoint["vat3d_latent_pool"] = list(self._latent_pool)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._rng_to_restore = checkpoint.get("vat3d_rng")
         self._latent_pool = deque(checkpoint.get("vat3d_latent_pool", []))
         self._pool_tokens = sum(t.shape[0] * t.shape[1] for t in self._latent_pool)
 
-    def on_train_start(self) -> None:
-        set_rng_state(self._rng_to_restore)
-        self._rng_to_restore = None
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Each step's randomness (posterior noise, dead-code restarts) is seeded by (seed, step, rank):
+        # a resumed run repeats an uninterrupted one exactly, whatever else drew random numbers.
+        seed = (self.cfg["seed"] * 1_000_003 + self.global_step * 7919 + self.global_rank) % 2**63
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
 
     def export(self, directory: str | Path, metadata: dict | None = None) -> Path:
         return self.model.save_pretrained(directory, metadata=metadata)
