@@ -7,23 +7,25 @@ from typing import Optional
 
 import typer
 
+from vat3d.commands import _training_options as opts
+
 
 def train_generator(
-    config: str = typer.Option("small", "--config", "-c", help="Packaged config name (tiny, small, base, large) or a YAML path."),
+    config: str = opts.CONFIG,
     tokens: Optional[Path] = typer.Option(None, "--tokens", "-t", help="Token folder (vat3d tokenize); overrides data.root."),
     run_dir: Path = typer.Option(Path("runs/generator"), "--run-dir", "-o", help="Checkpoints, logs and the exported model go here."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder or 'default' (default: the one recorded in TOKENS/tokens.json)."),
-    max_steps: Optional[int] = typer.Option(None, help="Override training.max_steps."),
-    max_time: Optional[str] = typer.Option(None, help="Stop after this wall time, DD:HH:MM:SS (checkpoint kept)."),
-    stop_at_step: Optional[int] = typer.Option(None, help="Stop with a checkpoint at this step (the LR schedule still follows max_steps); rerun to resume."),
-    devices: str = typer.Option("auto", help="Lightning --devices: a count, a list like 0,1, or auto."),
-    num_nodes: int = typer.Option(1, help="Lightning --num-nodes."),
-    strategy: str = typer.Option("auto", help="auto, ddp, ddp_spawn or fsdp."),
-    accelerator: str = typer.Option("auto", help="auto, cpu, gpu."),
-    precision: Optional[str] = typer.Option(None, help="bf16-mixed, 16-mixed, 32 (default: the config's, else bf16-mixed)."),
-    resume: str = typer.Option("auto", help="auto (the run's last.ckpt if any), none, or a checkpoint path."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config value: section.key=value (repeatable)."),
-    progress: bool = typer.Option(True, help="Show the progress bar."),
+    max_steps: Optional[int] = opts.MAX_STEPS,
+    max_time: Optional[str] = opts.MAX_TIME,
+    stop_at_step: Optional[int] = opts.STOP_AT_STEP,
+    devices: str = opts.DEVICES,
+    num_nodes: int = opts.NUM_NODES,
+    strategy: str = opts.STRATEGY,
+    accelerator: str = opts.ACCELERATOR,
+    precision: Optional[str] = opts.PRECISION,
+    resume: str = opts.RESUME,
+    set_: list[str] = opts.SET,
+    progress: bool = opts.PROGRESS,
 ) -> None:
     """Train the generator on tokens from `vat3d tokenize`. The condition type comes from the config
     (model.cond_type: none, class, text, image or text+image). Writes checkpoints (RUN_DIR/checkpoints),
@@ -89,7 +91,7 @@ def train_generator(
     n_params = module.model.num_parameters(trainable_only=True)
     typer.echo(f"generator: {n_params / 1e6:.2f}M trainable parameters, cond_type={cond_type}, "
                f"{len(train_set)} shapes, {module.model.num_tokens} tokens per shape")
-    dev = int(devices) if devices.isdigit() else devices
+    dev = opts.parse_devices(devices)
     trainer = build_trainer(run_dir, tcfg, devices=dev, num_nodes=num_nodes, strategy=strategy,
                             accelerator=accelerator, precision=precision, block_types=(Block,), progress=progress)
     ckpt = resume_path(run_dir, None if resume == "none" else resume)

@@ -7,22 +7,24 @@ from typing import Optional
 
 import typer
 
+from vat3d.commands import _training_options as opts
+
 
 def train_tokenizer(
-    config: str = typer.Option("small", "--config", "-c", help="Packaged config name (tiny, small, base, large) or a YAML path."),
+    config: str = opts.CONFIG,
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Prepared data folder (vat3d prepare); overrides data.root."),
     run_dir: Path = typer.Option(Path("runs/tokenizer"), "--run-dir", "-o", help="Checkpoints, logs, previews and the exported model go here."),
-    max_steps: Optional[int] = typer.Option(None, help="Override training.max_steps."),
-    max_time: Optional[str] = typer.Option(None, help="Stop after this wall time, DD:HH:MM:SS (checkpoint kept)."),
-    stop_at_step: Optional[int] = typer.Option(None, help="Stop with a checkpoint at this step (the LR schedule still follows max_steps): train in chunks on time-limited queues, then rerun to resume."),
-    devices: str = typer.Option("auto", help="Lightning --devices: a count, a list like 0,1, or auto."),
-    num_nodes: int = typer.Option(1, help="Lightning --num-nodes."),
-    strategy: str = typer.Option("auto", help="auto, ddp, ddp_spawn or fsdp."),
-    accelerator: str = typer.Option("auto", help="auto, cpu, gpu."),
-    precision: Optional[str] = typer.Option(None, help="bf16-mixed, 16-mixed, 32 (default: the config's, else bf16-mixed)."),
-    resume: str = typer.Option("auto", help="auto (the run's last.ckpt if any), none, or a checkpoint path."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config value: section.key=value (repeatable)."),
-    progress: bool = typer.Option(True, help="Show the progress bar."),
+    max_steps: Optional[int] = opts.MAX_STEPS,
+    max_time: Optional[str] = opts.MAX_TIME,
+    stop_at_step: Optional[int] = opts.STOP_AT_STEP,
+    devices: str = opts.DEVICES,
+    num_nodes: int = opts.NUM_NODES,
+    strategy: str = opts.STRATEGY,
+    accelerator: str = opts.ACCELERATOR,
+    precision: Optional[str] = opts.PRECISION,
+    resume: str = opts.RESUME,
+    set_: list[str] = opts.SET,
+    progress: bool = opts.PROGRESS,
 ) -> None:
     """Train the tokenizer; writes checkpoints, TensorBoard/CSV logs, PNG previews and, at the end,
     the model as config.json + model.safetensors in RUN_DIR/model."""
@@ -55,7 +57,7 @@ def train_tokenizer(
     datamodule = TokenizerDataModule(**data_cfg, seed=tcfg["seed"], max_steps=tcfg["max_steps"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**cfg, "training": tcfg, "data": data_cfg}, sort_keys=False))
-    dev = int(devices) if devices.isdigit() else devices
+    dev = opts.parse_devices(devices)
     trainer = build_trainer(run_dir, tcfg, devices=dev, num_nodes=num_nodes, strategy=strategy,
                             accelerator=accelerator, precision=precision, block_types=(Block,), progress=progress,
                             extra_callbacks=[MeshPreview(run_dir / "previews", tcfg["image_every_n_val"])])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ COLUMNS: list[str] = [
 ]
 
 Row = dict[str, Any]
+from vat3d.fileio import atomic_write_text
 
 
 def shard_file_name(index: int, count: int) -> str:
@@ -105,20 +105,6 @@ def read_metadata(out_dir: str | Path, *, status: str | None = None) -> list[Row
     return table
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as temp:
-            temp.write(text)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def compact_file(path: str | Path, *, keep: Callable[[Row], bool] = lambda row: True) -> list[Row]:
     """Rewrite a metadata file atomically with the latest row per id (where ``keep``).
 
@@ -128,7 +114,7 @@ def compact_file(path: str | Path, *, keep: Callable[[Row], bool] = lambda row: 
     path = Path(path)
     rows = [row for row in latest_by_id(read_rows(path)).values() if keep(row)]
     rows.sort(key=lambda row: row["id"])
-    _atomic_write_text(path, "".join(json.dumps(row, sort_keys=False) + "\n" for row in rows))
+    atomic_write_text(path, "".join(json.dumps(row, sort_keys=False) + "\n" for row in rows))
     return rows
 
 
@@ -169,4 +155,4 @@ def write_csv(rows: list[Row], path: str | Path, *, columns: list[str] = COLUMNS
     writer.writeheader()
     for row in rows:
         writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in columns})
-    _atomic_write_text(Path(path), buffer.getvalue())
+    atomic_write_text(Path(path), buffer.getvalue())

@@ -43,7 +43,6 @@ import hashlib
 import json
 import os
 import signal
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Generator, Sequence
@@ -53,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from vat3d.fileio import atomic_savez
 from vat3d.data.metadata import (
     METADATA_DIR,
     MetadataWriter,
@@ -139,20 +139,6 @@ def shard_of(item_id: str, count: int) -> int:
 def shape_relpath(item_id: str) -> str:
     """Path of a shape file relative to the output folder."""
     return f"{SHAPES_DIR}/{hashlib.sha1(item_id.encode('utf-8')).hexdigest()[:2]}/{item_id}.npz"
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            np.savez_compressed(temp, **arrays)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def load_prepared(path: str | Path, *, decode: bool = True) -> dict[str, Any]:
@@ -300,7 +286,7 @@ def prepare_shape(
             "transform": transform.to_array(),
             "meta": np.array(json.dumps(meta)),
         }
-        _atomic_savez(target, arrays)
+        atomic_savez(target, arrays)
         row.update(
             status="done",
             file=relpath,
@@ -447,10 +433,10 @@ def prepare_dataset(
     _remove_stale_temporaries(out_dir, set(ids))
     settings_file = out_dir / "settings.json"
     if not settings_file.exists() or json.loads(settings_file.read_text() or "{}").get("settings") != settings.to_dict():
-        from vat3d.data.metadata import _atomic_write_text
+        from vat3d.fileio import atomic_write_text
 
         payload = {"format_version": FORMAT_VERSION, "settings_hash": settings.hash(), "settings": settings.to_dict()}
-        _atomic_write_text(settings_file, json.dumps(payload, indent=2) + "\n")
+        atomic_write_text(settings_file, json.dumps(payload, indent=2) + "\n")
 
     # Rebuild a consistent own metadata file: latest row per id, done rows need their file.
     own_file = out_dir / METADATA_DIR / shard_file_name(shard_index, shard_count)

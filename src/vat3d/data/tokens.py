@@ -46,7 +46,6 @@ import hashlib
 import json
 import os
 import signal
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -56,7 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from vat3d.data.metadata import METADATA_DIR, Row, _atomic_write_text, compact_file, read_metadata, shard_file_name
+from vat3d.fileio import atomic_savez, atomic_write_text
+from vat3d.data.metadata import METADATA_DIR, Row, compact_file, read_metadata, shard_file_name
 
 TOKENS_FORMAT_VERSION = 1
 INFO_NAME = "tokens.json"
@@ -139,20 +139,6 @@ def token_relpath(item_id: str) -> str:
     return f"{SHAPES_DIR}/{hashlib.sha1(item_id.encode('utf-8')).hexdigest()[:2]}/{item_id}.npz"
 
 
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            np.savez_compressed(temp, **arrays)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 class _RowWriter:
     """Appends JSON rows to one metadata file, each flushed and fsync'ed."""
 
@@ -216,7 +202,7 @@ def _write_info(out_dir: Path, tokenizer, settings: TokenizeSettings, model_ref:
         "settings_hash": settings.hash(fingerprint),
         "data": str(data_dir.resolve()),
     }
-    _atomic_write_text(path, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(info, indent=2) + "\n")
     return info
 
 
@@ -497,7 +483,7 @@ def tokenize_dataset(
                                 "tokenizer_fingerprint": fingerprint, "settings": settings.to_dict(),
                                 "settings_hash": settings_hash, "prepared_hash": out_row["prepared_hash"]}
                         relpath = token_relpath(item_id)
-                        _atomic_savez(out_dir / relpath, _shape_arrays(row, tokens_N, scale_sizes, render, meta))
+                        atomic_savez(out_dir / relpath, _shape_arrays(row, tokens_N, scale_sizes, render, meta))
                         out_row.update(status="done", file=relpath, num_views=num_views if render else 0)
                     except Exception as err:  # noqa: BLE001
                         last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vat3d.fileio import atomic_write_bytes, publish
 from vat3d import __version__
 
 CONFIG_NAME = "config.json"
@@ -61,21 +62,6 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"config value {value!r} of type {type(value).__name__} is not JSON-serialisable")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class ModelMixin(nn.Module):
     """Adds ``save_pretrained``/``from_pretrained``/``fingerprint`` to an ``nn.Module``."""
 
@@ -93,11 +79,11 @@ class ModelMixin(nn.Module):
         os.close(fd)
         try:
             save_file(state, tmp, metadata={"fingerprint": self.fingerprint()})
-            os.replace(tmp, directory / WEIGHTS_NAME)
+            publish(tmp, directory / WEIGHTS_NAME)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        _atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+        atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
         return directory
 
     @classmethod

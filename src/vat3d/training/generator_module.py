@@ -18,12 +18,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
 
 from vat3d.data.tokens import TokenDataset, batch_conditions
 from vat3d.models.generator import NextScaleGenerator
 from vat3d.training.common import build_optimizer, merged, rng_state, set_rng_state
-from vat3d.training.sampling import SeededItems, StepBatchSampler
+from vat3d.training.sampling import StepDataModule
 
 TRAINING_DEFAULTS = {
     "max_steps": 1000, "max_time": None, "lr": 3e-4, "weight_decay": 0.05, "betas": [0.9, 0.95],
@@ -52,7 +51,7 @@ def conditioner_kwargs_for(cond_type: str, kwargs: dict | None) -> dict | None:
     return None
 
 
-class GeneratorDataModule(pl.LightningDataModule):
+class GeneratorDataModule(StepDataModule):
     """Train/val :class:`TokenDataset` loaders; training batches come from a step-indexed sampler.
 
     Args:
@@ -81,30 +80,6 @@ class GeneratorDataModule(pl.LightningDataModule):
     def dataset(self, split: str) -> TokenDataset:
         return TokenDataset(self.root, split, val_fraction=self.val_fraction, seed=self.seed, images=self.images,
                             tokenizer_fingerprint=self.fingerprint, class_names=self.class_names)
-
-    def _loader(self, dataset, **kwargs) -> DataLoader:
-        return DataLoader(SeededItems(dataset), num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **kwargs)
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = self.dataset("train")
-        trainer = self.trainer
-        sampler = StepBatchSampler(
-            len(dataset), self.batch_size, seed=self.seed,
-            rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
-            start_step=trainer.global_step if trainer else 0, total_steps=self.max_steps,
-            step_fn=(lambda: trainer.global_step) if trainer else None)
-        return self._loader(dataset, batch_sampler=sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        dataset = self.dataset("val")
-        if len(dataset) == 0:  # tiny datasets: validate on fixed items of the training split
-            dataset = self.dataset("train")
-        n = min(len(dataset), self.val_items)
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        keys = [(i, 1_000_000 + i) for i in range(n)][rank::world]
-        return self._loader(dataset, batch_size=self.batch_size, sampler=keys)
 
 
 class GeneratorModule(pl.LightningModule):

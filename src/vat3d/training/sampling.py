@@ -3,8 +3,9 @@ would have seen, on any number of ranks, without Lightning's distributed sampler
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -59,3 +60,42 @@ class SeededItems(Dataset):
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, key)
         return self.dataset.item(index, seed=seed)
+
+
+class StepDataModule(pl.LightningDataModule):
+    """Training batches indexed by step (:class:`StepBatchSampler`, sharded by rank) and a fixed set
+    of validation items. Subclasses set ``batch_size``, ``num_workers``, ``seed``, ``max_steps``,
+    ``val_items`` and define ``dataset(split)`` (items with ``item(index, seed)``)."""
+
+    batch_size: int
+    num_workers: int
+    seed: int
+    max_steps: int
+    val_items: int
+
+    def dataset(self, split: str):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        return DataLoader(SeededItems(dataset), num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train")
+        trainer = self.trainer
+        sampler = StepBatchSampler(
+            len(dataset), self.batch_size, seed=self.seed,
+            rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
+            start_step=trainer.global_step if trainer else 0, total_steps=self.max_steps,
+            step_fn=(lambda: trainer.global_step) if trainer else None)
+        return self._loader(dataset, batch_sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = self.dataset("val")
+        if len(dataset) == 0:  # tiny datasets: validate on fixed items of the training split
+            dataset = self.dataset("train")
+        n = min(len(dataset), self.val_items)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        keys = [(i, 1_000_000 + i) for i in range(n)][rank::world]
+        return self._loader(dataset, batch_size=self.batch_size, sampler=keys)

@@ -18,11 +18,10 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from vat3d.models.tokenizer import VATokenizer
 from vat3d.training.common import build_optimizer, merged
-from vat3d.training.sampling import SeededItems, StepBatchSampler
+from vat3d.training.sampling import StepDataModule
 
 TRAINING_DEFAULTS = {
     "max_steps": 1000, "max_time": None, "lr": 3e-4, "weight_decay": 0.05, "betas": [0.9, 0.95],
@@ -46,7 +45,7 @@ def binary_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).mean()
 
 
-class TokenizerDataModule(pl.LightningDataModule):
+class TokenizerDataModule(StepDataModule):
     def __init__(self, root: str, *, num_surface: int = 2048, num_volume: int = 2048, num_near: int = 2048,
                  batch_size: int = 8, num_workers: int = 2, val_fraction: float = 0.05, val_items: int = 64,
                  seed: int = 0, max_steps: int = 1000):
@@ -56,35 +55,11 @@ class TokenizerDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.val_fraction, self.val_items = val_fraction, val_items
 
-    def _dataset(self, split: str):
+    def dataset(self, split: str):
         from vat3d.data.dataset import PreparedShapeDataset
 
         return PreparedShapeDataset(self.root, split=split, val_fraction=self.val_fraction, seed=self.seed,
                                     **self.counts)
-
-    def _loader(self, dataset, **kwargs) -> DataLoader:
-        return DataLoader(SeededItems(dataset), num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **kwargs)
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = self._dataset("train")
-        trainer = self.trainer
-        sampler = StepBatchSampler(
-            len(dataset), self.batch_size, seed=self.seed,
-            rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
-            start_step=trainer.global_step if trainer else 0, total_steps=self.max_steps,
-            step_fn=(lambda: trainer.global_step) if trainer else None)
-        return self._loader(dataset, batch_sampler=sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        dataset = self._dataset("val")
-        if len(dataset) == 0:  # tiny datasets: validate on (fixed samples of) the training shapes
-            dataset = self._dataset("train")
-        n = min(len(dataset), self.val_items)
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        keys = [(i, 1_000_000 + i) for i in range(n)][rank::world]
-        return self._loader(dataset, batch_size=self.batch_size, sampler=keys)
 
 
 class TokenizerModule(pl.LightningModule):
