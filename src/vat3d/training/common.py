@@ -45,8 +45,21 @@ def load_config(name_or_path: str | os.PathLike, kind: str, overrides: list[str]
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = _parse_value(value)
     return config
+
+
+def _parse_value(text: str):
+    """A ``--set`` value as YAML, except that numbers YAML 1.1 reads as strings (``3e-3``) become floats."""
+    import yaml
+
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def merged(defaults: dict, given: dict | None) -> dict:

@@ -97,5 +97,7 @@ class StepDataModule(pl.LightningDataModule):
         n = min(len(dataset), self.val_items)
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        keys = [(i, 1_000_000 + i) for i in range(n)][rank::world]
+        # every rank needs at least one item (Lightning refuses an empty loader): with fewer validation
+        # items than ranks, some items are validated twice
+        keys = [(i % n, 1_000_000 + i % n) for i in range(max(n, world))][rank::world]
         return self._loader(dataset, batch_size=self.batch_size, sampler=keys)
