@@ -63,9 +63,9 @@ def _volume_iou(model_dir: Path, data: Path) -> float:
 @pytest.mark.slow
 def test_tiny_model_overfits_eight_shapes(eight_shapes, tmp_path):
     run = tmp_path / "run"
-    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(run), "--max-steps", "700",
-            "--set", "training.quantize_start_step=350", "--set", "training.lr=3e-3",
-            "--set", "training.val_every_n_steps=350", "--set", "training.ckpt_every_n_steps=1000",
+    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(run), "--max-steps", "1600",
+            "--set", "training.quantize_start_step=600", "--set", "training.lr=3e-3",
+            "--set", "training.val_every_n_steps=800", "--set", "training.ckpt_every_n_steps=1000",
             "--set", "data.num_volume=1024", "--set", "data.num_near=1024", "--set", "model.plane_resolution=32"])
     iou = _volume_iou(run / "model", eight_shapes)
     assert iou >= 0.9, f"volume IoU {iou:.3f} after overfitting 8 shapes"
