@@ -62,6 +62,14 @@ def _parse_value(text: str):
     return value
 
 
+def weighted_means(rows: list[dict], weight: str = "n") -> dict[str, float]:
+    """Mean of every metric over validation rows, weighted by each row's ``weight`` (its batch size);
+    a metric missing from a row counts as 0 there."""
+    total = sum(r[weight] for r in rows)
+    keys = sorted({k for r in rows for k in r if k != weight})
+    return {k: sum(r.get(k, 0.0) * r[weight] for r in rows) / total for k in keys}
+
+
 def merged(defaults: dict, given: dict | None) -> dict:
     out = copy.deepcopy(defaults)
     for key, value in (given or {}).items():

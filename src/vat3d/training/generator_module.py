@@ -21,7 +21,7 @@ import torch
 
 from vat3d.data.tokens import TokenDataset, batch_conditions
 from vat3d.models.generator import NextScaleGenerator
-from vat3d.training.common import build_optimizer, merged, rng_state, set_rng_state
+from vat3d.training.common import build_optimizer, merged, weighted_means, rng_state, set_rng_state
 from vat3d.training.sampling import StepDataModule
 
 TRAINING_DEFAULTS = {
@@ -146,9 +146,7 @@ class GeneratorModule(pl.LightningModule):
         rows, self._val = self._val, []
         if not rows:
             return
-        total = sum(r["n"] for r in rows)
-        keys = sorted({k for r in rows for k in r if k != "n"})
-        metrics = {f"val/{k}": sum(r[k] * r["n"] for r in rows) / total for k in keys}
+        metrics = {f"val/{k}": v for k, v in weighted_means(rows).items()}
         self.log_dict(metrics, sync_dist=True)
         self.log("val_loss", metrics["val/loss"], prog_bar=True, logger=False, sync_dist=True)
 

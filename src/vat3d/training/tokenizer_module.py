@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from vat3d.models.tokenizer import VATokenizer
-from vat3d.training.common import build_optimizer, merged
+from vat3d.training.common import build_optimizer, merged, weighted_means
 from vat3d.training.sampling import StepDataModule
 
 TRAINING_DEFAULTS = {
@@ -176,9 +176,7 @@ class TokenizerModule(pl.LightningModule):
         rows, self._val = self._val, []
         if not rows:
             return
-        total = sum(r["n"] for r in rows)
-        keys = sorted({k for r in rows for k in r if k != "n"})
-        metrics = {f"val/{k}": sum(r.get(k, 0.0) * r["n"] for r in rows) / total for k in keys}
+        metrics = {f"val/{k}": v for k, v in weighted_means(rows).items()}
         self.log_dict(metrics, sync_dist=True)
         self.log("val_iou", metrics["val/vol_iou"], prog_bar=True, logger=False, sync_dist=True)
 
