@@ -59,6 +59,20 @@ def _fail(src: Path, error: Exception) -> None:
     typer.secho(f"failed: {src}: {error}", fg=typer.colors.RED, err=True)
 
 
+def load_entropy_generator(name: str, tokenizer):
+    """The ``--entropy`` generator, checked against ``tokenizer`` (a clear CLI error if it does not fit)."""
+    from vat3d.codec.api import model_fingerprint_bytes
+    from vat3d.codec.entropy import check_generator
+    from vat3d.pretrained import load_generator
+
+    generator = load_generator(name)
+    try:
+        check_generator(generator, model_fingerprint_bytes(tokenizer), tokenizer.scale_sizes, tokenizer.codebook_size)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--entropy") from None
+    return generator
+
+
 def encode(
     model: str = typer.Argument(..., help="Tokenizer folder (config.json + model.safetensors) or 'default'."),
     inputs: list[Path] = typer.Argument(..., help="Mesh files or folders (searched recursively)."),
@@ -69,20 +83,11 @@ def encode(
     """Encode meshes to .vat token files (raw bit-packed, or entropy-coded with --entropy GENERATOR)."""
     from rich.progress import track
 
-    from vat3d.codec.api import model_fingerprint_bytes, tokens_to_bytes, encode_mesh
-    from vat3d.pretrained import load_generator, load_tokenizer
+    from vat3d.codec.api import tokens_to_bytes, encode_mesh
+    from vat3d.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    generator = None
-    if entropy:
-        from vat3d.codec.entropy import check_generator
-
-        generator = load_generator(entropy)
-        try:
-            check_generator(generator, model_fingerprint_bytes(tokenizer), tokenizer.scale_sizes,
-                            tokenizer.codebook_size)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--entropy") from None
+    generator = load_entropy_generator(entropy, tokenizer) if entropy else None
     files = _expand(inputs, MESH_SUFFIXES)
     targets = _targets(files, inputs, out, ".vat")
     total, failed = 0, 0

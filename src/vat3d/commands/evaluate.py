@@ -31,22 +31,17 @@ def evaluate(
 
     from vat3d.commands.codec import MESH_SUFFIXES, _expand
     from vat3d.evaluation.report import EvalSettings, evaluate_shape, write_report
-    from vat3d.pretrained import load_generator, load_tokenizer
+    from vat3d.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer(model)
     files = _expand(meshes, MESH_SUFFIXES)[:limit]
     settings = EvalSettings(resolution=resolution, scale_resolution=scale_resolution, n_points=n_points,
                             budgets=[int(b) for b in budgets.split(",") if b], baselines=baselines)
     if entropy:
-        from vat3d.codec.api import model_fingerprint_bytes
-        from vat3d.codec.entropy import check_generator, entropy_bytes
+        from vat3d.codec.entropy import entropy_bytes
+        from vat3d.commands.codec import load_entropy_generator
 
-        generator = load_generator(entropy)
-        try:
-            check_generator(generator, model_fingerprint_bytes(tokenizer), tokenizer.scale_sizes,
-                            tokenizer.codebook_size)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--entropy") from None
+        generator = load_entropy_generator(entropy, tokenizer)
         settings.extra_bytes = lambda shape: entropy_bytes(generator, tokenizer, shape)
     rows = []
     for f in track(files, description="evaluating"):
