@@ -2,7 +2,11 @@
 and entropy coding with the generator prior (encode / decode ms per shape, bits per token).
 
     nice .venv/bin/python benchmarks/codec.py [--model default|FOLDER] [--generator default|FOLDER]
-        [--threads 2] [--shapes 6] [--resolution 256] [--out benchmarks/results/codec.json]
+        [--threads 2] [--shapes 6] [--resolution 256] [--meshes FOLDER] [--dense-shapes 2]
+        [--out benchmarks/results/codec.json]
+
+Decoding is timed in fp32 (the default) and bf16 (``--precision bf16``), and checked against dense
+extraction (same mesh, bit for bit) on ``--dense-shapes`` shapes.
 
 Model: the shipped ("default") tokenizer if present, else the given folder; if neither loads, the
 ``small`` config with random weights (recorded as ``"random_weights": true``: the decoded field is
@@ -34,6 +38,7 @@ from vat3d.codec.entropy import entropy_decode, entropy_encode, token_informatio
 from vat3d.data.procedural import make_shape
 
 TARGETS = {"decode_256_s": 1.0, "encode_s": 0.2}
+UNSEEN_SEED = 1_000_000  # procedural training data uses seeds 0..N-1
 
 
 def peak_rss_mb() -> float:
@@ -86,30 +91,52 @@ def load_models(model: str, generator: str) -> tuple:
     return tokenizer, gen, info
 
 
-def bench_codec(tokenizer, meshes, resolution: int, repeats: int) -> dict:
+def _same_mesh(a, b) -> bool:
+    return (a.vertices.shape == b.vertices.shape and a.faces.shape == b.faces.shape
+            and np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces))
+
+
+def bench_codec(tokenizer, meshes, resolution: int, repeats: int, dense_shapes: int) -> dict:
+    """Encode and decode times per shape (fp32 and bf16 decoding), and dense extraction on a few shapes."""
     encode_mesh(tokenizer, meshes[0])  # warm-up
-    enc, dec, dense, shapes, faces = [], [], [], [], []
+    decode_tokens(tokenizer, encode_mesh(tokenizer, meshes[0]).tokens, resolution=resolution)
+    enc, dec, dec_bf16, faces, evaluated, grown, shapes = [], [], [], [], [], [], []
     for mesh in meshes:
         enc.append(median_time(lambda: encode_mesh(tokenizer, mesh), repeats, "encode"))
         shape = encode_mesh(tokenizer, mesh)
         shapes.append(shape)
-        t0, c0 = time.perf_counter(), time.process_time()
+        dec.append(median_time(lambda: decode_tokens(tokenizer, shape.tokens, shape.transform,
+                                                     resolution=resolution), repeats, "decode"))
+        dec_bf16.append(median_time(lambda: decode_tokens(tokenizer, shape.tokens, shape.transform,
+                                                          resolution=resolution, precision="bf16"),
+                                    repeats, "decode_bf16"))
         out = decode_tokens(tokenizer, shape.tokens, shape.transform, resolution=resolution)
-        dec.append(time.perf_counter() - t0)
-        CPU_TIMES.setdefault("decode", []).append(time.process_time() - c0)
+        stats = out.metadata["extraction"]
         faces.append(len(out.faces))
-    for shape in shapes[:1]:  # dense extraction is slow: one shape
-        dense.append(median_time(lambda: decode_tokens(tokenizer, shape.tokens, shape.transform,
-                                                       resolution=resolution, dense=True), 1))
+        evaluated.append(stats["points_evaluated"])
+        grown.append(stats["grown_points"])
+    dense, same = [], []
+    for shape in shapes[:dense_shapes]:  # dense extraction is the slow reference
+        t0 = time.perf_counter()
+        reference = decode_tokens(tokenizer, shape.tokens, shape.transform, resolution=resolution, dense=True)
+        dense.append(time.perf_counter() - t0)
+        same.append(_same_mesh(reference, decode_tokens(tokenizer, shape.tokens, shape.transform,
+                                                        resolution=resolution)))
     t0 = time.perf_counter()
     for shape in shapes:
         read_tokens(tokenizer, shape.data)
     parse_ms = 1000 * (time.perf_counter() - t0) / len(shapes)
-    return {"encode_ms_per_shape": 1000 * statistics.median(enc), "encode_ms_min": 1000 * min(enc),
-            f"decode_{resolution}_ms_min": 1000 * min(dec),
-            f"decode_{resolution}_ms_per_shape": 1000 * statistics.median(dec),
-            f"decode_{resolution}_dense_ms_per_shape": 1000 * statistics.median(dense),
-            "coarse_to_fine_speedup_shape0": dense[0] / dec[0],
+    ms = lambda values, f: 1000 * f(values)  # noqa: E731
+    return {"encode_ms_per_shape": ms(enc, statistics.median), "encode_ms_min": ms(enc, min),
+            f"decode_{resolution}_ms_per_shape": ms(dec, statistics.median),
+            f"decode_{resolution}_ms_min": ms(dec, min), f"decode_{resolution}_ms_max": ms(dec, max),
+            f"decode_{resolution}_bf16_ms_per_shape": ms(dec_bf16, statistics.median),
+            f"decode_{resolution}_bf16_ms_max": ms(dec_bf16, max),
+            f"decode_{resolution}_ms_each": [round(1000 * t, 1) for t in dec],
+            f"decode_{resolution}_dense_ms_per_shape": ms(dense, statistics.median),
+            "coarse_to_fine_speedup": statistics.median(dense) / statistics.median(dec[:len(dense)]),
+            "coarse_to_fine_equals_dense": same,
+            "points_evaluated": evaluated, "grown_points": grown, "dense_points": resolution**3,
             "decoded_faces": faces, "parse_vat_ms_per_shape": parse_ms,
             "vat_bytes_per_shape": statistics.mean(s.num_bytes for s in shapes)}, shapes
 
@@ -176,19 +203,31 @@ def main() -> None:
     parser.add_argument("--shapes", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--meshes", default=None,
+                        help="a folder of meshes to time (default: procedural shapes of unseen seeds)")
+    parser.add_argument("--dense-shapes", type=int, default=2, help="shapes also decoded densely (slow)")
     parser.add_argument("--out", default="benchmarks/results/codec.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer, generator, info = load_models(args.model, args.generator)
-    meshes = [make_shape(seed).mesh for seed in range(args.shapes)]
+    if args.meshes:
+        import trimesh
+
+        paths = sorted(p for p in Path(args.meshes).iterdir() if p.suffix.lower() in {".obj", ".ply", ".stl", ".off", ".glb"})
+        meshes = [trimesh.load(p, force="mesh") for p in paths[: args.shapes]]
+        source = f"{args.meshes}: " + ", ".join(p.name for p in paths[: args.shapes])
+    else:
+        meshes = [make_shape(seed).mesh for seed in range(UNSEEN_SEED, UNSEEN_SEED + args.shapes)]
+        source = f"procedural make_shape({UNSEEN_SEED}..{UNSEEN_SEED + args.shapes - 1}) (seeds never trained on)"
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
                           "platform": platform.platform(), "cpus": os.cpu_count(),
                           "load_average_at_start": os.getloadavg()},
-              "models": info, "shapes": "procedural make_shape(0..%d)" % (args.shapes - 1)}
-    codec, shapes = bench_codec(tokenizer, meshes, args.resolution, args.repeats)
+              "models": info, "shapes": source}
+    codec, shapes = bench_codec(tokenizer, meshes, args.resolution, args.repeats, args.dense_shapes)
     result["codec"] = codec
-    result["codec"]["real_surface_estimate"] = estimate_real_surface_decode(tokenizer, shapes[0], args.resolution)
+    if info["tokenizer"]["random_weights"]:  # no real surface to time: estimate one
+        result["codec"]["real_surface_estimate"] = estimate_real_surface_decode(tokenizer, shapes[0], args.resolution)
     sampled = generator.generate(batch_size=args.shapes, seed=0)
     token_sets = {"tokenizer_tokens": [s.tokens for s in shapes],
                   "generator_samples": [[t[b].numpy() for t in sampled] for b in range(args.shapes)]}

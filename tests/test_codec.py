@@ -64,7 +64,7 @@ def model(files):
 def sphere_field(radius: float = 0.95):
     """A known occupancy (positive inside a sphere of ``radius`` in the box)."""
 
-    def occupancy_fn(self, indices, chunk_size=262_144):
+    def occupancy_fn(self, indices, **kwargs):
         return lambda p: radius - torch.linalg.norm(torch.as_tensor(p, dtype=torch.float32), dim=-1)
 
     return occupancy_fn
@@ -147,6 +147,22 @@ def test_cli_round_trip_in_original_coordinates(files, model, tmp_path, monkeypa
     source = trimesh.load(files["sphere"], force="mesh")
     np.testing.assert_allclose(mesh.bounds, source.bounds, atol=0.1 * RADIUS)
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_cli_decode_precision(files, tmp_path):
+    """--precision bf16 decodes (shipped model) to nearly the fp32 mesh; other values are refused."""
+    assert run("encode", "default", files["sphere"], "-o", tmp_path / "s.vat").exit_code == 0
+    meshes = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.ply"
+        result = run("decode", "default", tmp_path / "s.vat", "-o", out, "--resolution", "48",
+                     "--precision", precision)
+        assert result.exit_code == 0, result.output
+        meshes[precision] = trimesh.load(out, force="mesh")
+    assert len(meshes["fp32"].faces) > 0
+    np.testing.assert_allclose(meshes["bf16"].bounds, meshes["fp32"].bounds, atol=0.1 * RADIUS)
+    result = run("decode", "default", tmp_path / "s.vat", "-o", tmp_path / "x.ply", "--precision", "fp16")
+    assert result.exit_code != 0 and "fp32 or bf16" in result.output
 
 
 def test_cli_batch_folder_goes_on_after_a_bad_file(files, tmp_path, monkeypatch):

@@ -95,3 +95,37 @@ def test_triplane_axes_are_explicit():
     feats = sample_planes(planes, pts, "concat")[0, 0]
     assert PLANE_NAMES == ("xy", "xz", "yz")
     torch.testing.assert_close(feats, torch.tensor([0.5, 10.0, 100.0]))
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "concat"])
+def test_grid_queries_equal_point_queries(tiny_tokenizer_kwargs, aggregation):
+    """The grid-index path (plane tables) gives the logits of the point path at the grid's points."""
+    from vat3d.geometry.marching import grid_points
+
+    torch.manual_seed(0)
+    model = VATokenizer(**{**tiny_tokenizer_kwargs, "plane_aggregation": aggregation}).eval()
+    tokens = [torch.randint(0, model.codebook_size, (1, n)) for n in model.scale_sizes]
+    field = model.occupancy_fn(tokens, chunk_size=500)
+    resolution = 13
+    points = torch.from_numpy(grid_points(resolution))
+    ijk = torch.stack(torch.meshgrid(*[torch.arange(resolution)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    by_points = field(points)
+    by_grid = field.grid_evaluator(resolution)(ijk)
+    assert by_grid.shape == (resolution**3,) and by_grid.dtype == torch.float32
+    assert by_points.std() > 0
+    torch.testing.assert_close(by_grid, by_points, atol=1e-5, rtol=1e-5)
+    # a permuted subset gives the same values at the same points (no dependence on neighbours)
+    perm = torch.randperm(len(ijk))[:300]
+    torch.testing.assert_close(field.grid_evaluator(resolution)(ijk[perm]), by_points[perm], atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_field_is_close_and_precision_is_checked(tiny_tokenizer):
+    tiny_tokenizer.eval()
+    tokens = [torch.randint(0, tiny_tokenizer.codebook_size, (1, n)) for n in tiny_tokenizer.scale_sizes]
+    points = torch.rand(2000, 3) * 2 - 1
+    fp32 = tiny_tokenizer.occupancy_fn(tokens)(points)
+    bf16 = tiny_tokenizer.occupancy_fn(tokens, precision="bf16")(points)
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
+    assert (bf16 - fp32).abs().max() < 0.05 * fp32.abs().max() + 1e-3
+    with pytest.raises(ValueError, match="precision"):
+        tiny_tokenizer.occupancy_fn(tokens, precision="fp8")

@@ -115,6 +115,7 @@ def decode(
     out: Path = typer.Option(..., "--output", "-o", help="A mesh path (.obj/.ply/.glb/.stl/.off) or a folder."),
     scales: Optional[int] = typer.Option(None, "--scales", min=1, help="Decode only the first K scales (coarser)."),
     resolution: int = typer.Option(256, help="Marching-cubes grid resolution (256 or 512)."),
+    precision: str = typer.Option("fp32", help="Occupancy MLP precision: fp32, or bf16 (faster on CPUs with bf16)."),
     fmt: str = typer.Option("obj", "--format", help="Mesh format when OUT is a folder."),
     entropy: Optional[str] = typer.Option(
         None, "--entropy", help="Generator for entropy-coded files (default: the shipped one, if it matches)."),
@@ -126,6 +127,8 @@ def decode(
     from vat3d.codec.vatfile import VatTruncatedWarning, _read_limited, decode_vat_header
     from vat3d.pretrained import load_generator, load_tokenizer
 
+    if precision not in ("fp32", "bf16"):
+        raise typer.BadParameter(f"--precision must be fp32 or bf16, got {precision!r}")
     tokenizer = load_tokenizer(model)
     files = _expand(inputs, {".vat"})
     suffix = out.suffix.lower() if len(files) == 1 and out.suffix.lower() in OUT_SUFFIXES else f".{fmt.lower()}"
@@ -152,7 +155,7 @@ def decode(
             if any(issubclass(w.category, VatTruncatedWarning) for w in caught):
                 typer.secho(f"warning: {src}: truncated file, decoding its {len(vat.tokens)} complete scales "
                             f"of {vat.header.num_scales_stored} (coarser)", fg=typer.colors.YELLOW, err=True)
-            mesh = decode_tokens(tokenizer, vat.tokens, transform, resolution=resolution)
+            mesh = decode_tokens(tokenizer, vat.tokens, transform, resolution=resolution, precision=precision)
             if not len(mesh.faces):
                 typer.secho(f"warning: {src}: the decoded field has no surface (empty mesh written)",
                             fg=typer.colors.YELLOW, err=True)

@@ -9,14 +9,20 @@ Conventions
   is also the order of :func:`grid_points`; ``occupancy(grid_points(R)).reshape(R, R, R)`` is a grid.
 * Occupancy logits are *positive inside* the shape. Extracted meshes have outward-facing normals.
 
-Coarse-to-fine extraction (:func:`extract_surface`) evaluates the field on a coarse grid, marks the
-coarse cells whose corners straddle the level, dilates that set by ``dilation`` coarse cells, and
-evaluates the fine grid only inside the dilated set; every other fine sample is filled with a constant
-of the sign of the coarse field there. When the coarse grid sees every sign change of the field (no
-feature thinner than about one coarse cell, no tiny component that falls between coarse samples), the
-fine grid agrees in sign with the dense grid everywhere and equals it exactly near the surface, so the
-mesh is identical to the dense one. Thin features can be missed: raise ``coarse_resolution`` or
-``dilation`` (or use ``dense=True``) for fields with such detail.
+Coarse-to-fine extraction (:func:`extract_surface`) evaluates the field on a coarse grid in full, then
+refines level by level (doubling the resolution: 64 -> 128 -> 256 for the default 256^3): at each level
+only the samples inside coarser cells whose corners straddle the level are evaluated, every other sample
+is filled with a constant of the sign of its coarser cell, and the evaluated band grows wherever an
+evaluated sample and a filled neighbour disagree in sign (the surface leaves the band there). When the
+coarse grid sees every sign change of the field (no feature thinner than about one coarse cell, no tiny
+component that falls between coarse samples), the fine grid agrees in sign with the dense grid
+everywhere and equals it wherever marching cubes reads values, so the mesh is identical to the dense
+one. Thin features can be missed: raise ``coarse_resolution`` (or use ``dense=True``) for fields with
+such detail.
+
+A field may also answer queries by grid index (``grid_evaluator``, see :func:`extract_surface`); the
+tokenizer's field uses this to read its triplanes pre-interpolated at the grid's coordinates instead of
+bilinear sampling at arbitrary points.
 """
 
 from __future__ import annotations
@@ -97,12 +103,17 @@ def _outward_fraction(
     return float(np.mean(front < back))
 
 
-def marching_cubes_grid(values_RRR: np.ndarray | torch.Tensor, level: float = 0.0) -> trimesh.Trimesh:
+def marching_cubes_grid(
+    values_RRR: np.ndarray | torch.Tensor, level: float = 0.0, mask_RRR: np.ndarray | None = None
+) -> trimesh.Trimesh:
     """Extract the ``level`` iso-surface of a grid of occupancy logits covering ``[-1, 1]^3``.
 
     Args:
         values_RRR: ``(R, R, R)`` values in "ij" order (see the module docstring), positive inside.
         level: iso-value.
+        mask_RRR: optional boolean grid of samples; marching cubes skips cells whose corners are not
+            ``True`` (faster when the surface lies in a known band; every corner of every cell that
+            crosses the level must be ``True``).
 
     Returns:
         A ``trimesh.Trimesh`` (built with ``process=False``: vertices are not merged or reordered) whose
@@ -120,7 +131,9 @@ def marching_cubes_grid(values_RRR: np.ndarray | torch.Tensor, level: float = 0.
         return _empty_mesh()
     resolution = values_RRR.shape[0]
     # "ascent" orients triangles outward for fields that are larger inside (checked below).
-    vertices_idx_V3, faces_F3, _, _ = measure.marching_cubes(values_RRR, level=level, gradient_direction="ascent")
+    vertices_idx_V3, faces_F3, _, _ = measure.marching_cubes(
+        values_RRR, level=level, gradient_direction="ascent", mask=mask_RRR
+    )
     if len(faces_F3) == 0:
         return _empty_mesh()
     if _outward_fraction(values_RRR, vertices_idx_V3, faces_F3) < 0.5:
@@ -195,25 +208,6 @@ def _evaluate_flat_indices(
     return out_P
 
 
-def _evaluate_full_grid(
-    occupancy_fn: OccupancyFn,
-    resolution: int,
-    *,
-    chunk_size: int,
-    input_kind: str,
-    device: str | torch.device,
-) -> np.ndarray:
-    """Evaluate every sample of a ``resolution^3`` grid; returns ``(R, R, R)`` float32 values."""
-    n_points = resolution**3
-    out_P = np.empty(n_points, dtype=np.float32)
-    for start in range(0, n_points, chunk_size):
-        flat_index_n = np.arange(start, min(start + chunk_size, n_points), dtype=np.int64)
-        out_P[start : start + chunk_size] = _evaluate_chunk(
-            occupancy_fn, _index_to_points(flat_index_n, resolution), input_kind=input_kind, device=device
-        )
-    return out_P.reshape((resolution,) * 3)
-
-
 def _straddling_cells(values_CCC: np.ndarray, level: float) -> np.ndarray:
     """Boolean ``(C-1,)*3`` mask of grid cells whose 8 corners are not all on one side of ``level``."""
     above_CCC = values_CCC > level
@@ -236,7 +230,7 @@ def extract_surface(
     level: float = 0.0,
     chunk_size: int = 262_144,
     dense: bool = False,
-    dilation: int = 1,
+    dilation: int = 0,
     fill_magnitude: float = 1e4,
     input_kind: Literal["torch", "numpy"] = "torch",
     device: str | torch.device = "cpu",
@@ -245,104 +239,217 @@ def extract_surface(
 
     Args:
         occupancy_fn: points -> logits, positive inside (see :func:`evaluate_points` for the calling
-            convention; ``input_kind`` picks torch tensors or numpy arrays).
+            convention; ``input_kind`` picks torch tensors or numpy arrays). If it also has a
+            ``grid_evaluator(resolution)`` method (as :meth:`VATokenizer.occupancy_fn
+            <vat3d.models.tokenizer.VATokenizer.occupancy_fn>` does), that is used instead: it returns
+            a function from ``(n, 3)`` int64 grid indices ``(i, j, k)`` (a torch tensor on ``device``) to
+            ``(n,)`` logits, which lets a field answer grid queries faster than arbitrary points.
         resolution: final grid resolution (256 by default; 512 works, the 512^3 float32 grid is 0.5 GB).
-        coarse_resolution: resolution of the coarse pass (ignored when ``dense``); ``None`` means
-            ``max(16, resolution // 4)`` (64 for 256^3, 128 for 512^3: the fewest points evaluated on
-            smooth shapes). Features thinner than one coarse cell may be missed; raise it to be safer.
+        coarse_resolution: resolution of the coarsest pass, evaluated in full (ignored when ``dense``);
+            ``None`` means ``clip(resolution // 4, 16, 64)`` (64 for 256^3 and 512^3). Features thinner
+            than one coarse cell may be missed; raise it to be safer.
         level: iso-value of the surface.
-        chunk_size: points per ``occupancy_fn`` call.
+        chunk_size: points per evaluation call.
         dense: evaluate every fine grid point (the reference; no coarse pass).
-        dilation: margin, in coarse cells, added around the coarse cells that straddle the level.
+        dilation: extra margin, in cells of the coarser grid, refined around the surface at each level
+            (0 is exact under the assumption below; a margin only costs time).
         fill_magnitude: fine samples that are not evaluated get ``level +/- fill_magnitude`` with the
-            sign of the coarse field in their coarse cell.
+            sign of the coarser field around them.
         input_kind: ``"torch"`` (default) or ``"numpy"`` inputs for ``occupancy_fn``.
         device: torch device of the input points.
 
     Returns:
         The mesh (see :func:`marching_cubes_grid`). ``mesh.metadata["extraction"]`` records
-        ``points_evaluated`` (fine + coarse), ``dense_points`` (``resolution^3``), ``refined_fraction``,
-        ``eval_seconds``, ``marching_seconds`` and the settings. Assumption of the coarse pass: every
-        sign change of the field is visible on the coarse grid (see the module docstring).
+        ``points_evaluated`` (all levels), ``grown_points`` (of those, evaluated because the surface
+        left the band of a coarser level), ``dense_points`` (``resolution^3``), ``refined_fraction``
+        (fine samples evaluated / ``resolution^3``), ``levels`` (the grid resolutions), ``eval_seconds``,
+        ``marching_seconds`` and the settings. Assumption of the coarse pass: every sign change of the
+        field is visible on the coarse grid (see the module docstring).
     """
+    if resolution < 2:
+        raise ValueError(f"resolution must be >= 2, got {resolution}")
     t0 = time.perf_counter()
     n_fine = resolution**3
-    kwargs = dict(chunk_size=chunk_size, input_kind=input_kind, device=device)
     if coarse_resolution is None:
-        coarse_resolution = max(16, resolution // 4)
+        coarse_resolution = int(np.clip(resolution // 4, 16, 64))
     dense = dense or coarse_resolution >= resolution
-    if dense:
-        values_RRR = _evaluate_full_grid(occupancy_fn, resolution, **kwargs)
-        points_evaluated, refined_fraction = n_fine, 1.0
-    else:
-        values_RRR, points_evaluated, refined_fraction = _coarse_to_fine_grid(
-            occupancy_fn,
-            resolution,
-            coarse_resolution=coarse_resolution,
-            level=level,
-            dilation=dilation,
-            fill_magnitude=fill_magnitude,
-            **kwargs,
+    levels = [resolution] if dense else _level_resolutions(coarse_resolution, resolution)
+    evaluators = {r: _grid_evaluator(occupancy_fn, r, chunk_size=chunk_size, input_kind=input_kind, device=device)
+                  for r in levels}
+    values_RRR = _evaluate_full_grid(evaluators[levels[0]], levels[0], chunk_size=chunk_size)
+    points_evaluated = levels[0] ** 3
+    fine_evaluated, mask_RRR, grown = points_evaluated, None, 0
+    for r in levels[1:]:
+        values_RRR, fine_evaluated, grown_level, mask_RRR = _refine_level(
+            evaluators[r], values_RRR, r, level=level, dilation=dilation, fill_magnitude=fill_magnitude
         )
+        points_evaluated += fine_evaluated
+        grown += grown_level
     t1 = time.perf_counter()
-    mesh = marching_cubes_grid(values_RRR, level=level)
+    mesh = marching_cubes_grid(values_RRR, level=level, mask_RRR=mask_RRR)
     t2 = time.perf_counter()
     stats = {
         "resolution": resolution,
         "coarse_resolution": None if dense else coarse_resolution,
+        "levels": levels,
         "dense": bool(dense),
         "dilation": dilation,
         "points_evaluated": int(points_evaluated),
+        "grown_points": int(grown),
         "dense_points": int(n_fine),
-        "refined_fraction": float(refined_fraction),
+        "refined_fraction": float(fine_evaluated / n_fine),
+        "grid_evaluator": hasattr(occupancy_fn, "grid_evaluator") and input_kind == "torch",
         "eval_seconds": t1 - t0,
         "marching_seconds": t2 - t1,
     }
     mesh.metadata["extraction"] = stats
     logger.info(
-        "extract_surface R=%d dense=%s: %d points evaluated (%.1f%% of dense), eval %.2fs, marching cubes %.2fs",
-        resolution, dense, points_evaluated, 100.0 * points_evaluated / n_fine, t1 - t0, t2 - t1,
+        "extract_surface R=%d levels=%s: %d points evaluated (%.1f%% of dense), eval %.2fs, marching cubes %.2fs",
+        resolution, levels, points_evaluated, 100.0 * points_evaluated / n_fine, t1 - t0, t2 - t1,
     )
     return mesh
 
 
-def _coarse_to_fine_grid(
-    occupancy_fn: OccupancyFn,
+def _level_resolutions(coarse_resolution: int, resolution: int) -> list[int]:
+    """Grid resolutions from the coarse one, doubling, to the final one: 64 -> [64, 128, 256] for 256."""
+    levels = [coarse_resolution]
+    while 2 * levels[-1] < resolution:
+        levels.append(2 * levels[-1])
+    return levels + [resolution]
+
+
+GridFn = Callable[[np.ndarray], np.ndarray]  # flat "ij" indices (P,) int64 -> logits (P,) float32
+
+
+def _grid_evaluator(
+    occupancy_fn: OccupancyFn, resolution: int, *, chunk_size: int, input_kind: str, device: str | torch.device
+) -> GridFn:
+    """A function from flat grid indices of a ``resolution^3`` grid to float32 logits, chunked."""
+    make = getattr(occupancy_fn, "grid_evaluator", None)
+    if make is None or input_kind != "torch":
+        return lambda flat_P: _evaluate_flat_indices(
+            occupancy_fn, flat_P, resolution, chunk_size=chunk_size, input_kind=input_kind, device=device
+        )
+    index_fn = make(resolution)
+
+    def evaluate(flat_P: np.ndarray) -> np.ndarray:
+        out_P = np.empty(len(flat_P), dtype=np.float32)
+        for start in range(0, len(flat_P), chunk_size):
+            flat_n = torch.from_numpy(np.ascontiguousarray(flat_P[start : start + chunk_size], dtype=np.int64))
+            ijk_n3 = torch.stack([flat_n // resolution**2, (flat_n // resolution) % resolution, flat_n % resolution], 1)
+            with torch.no_grad():
+                logits = index_fn(ijk_n3.to(device))
+            logits_n = logits.detach().float().cpu().numpy().reshape(-1)
+            if logits_n.shape[0] != len(flat_n):
+                raise ValueError(f"grid evaluator returned {logits_n.shape[0]} values for {len(flat_n)} points")
+            out_P[start : start + chunk_size] = logits_n
+        return out_P
+
+    return evaluate
+
+
+def _evaluate_full_grid(evaluate: GridFn, resolution: int, *, chunk_size: int) -> np.ndarray:
+    """Every sample of a ``resolution^3`` grid; returns ``(R, R, R)`` float32 values."""
+    n_points = resolution**3
+    out_P = np.empty(n_points, dtype=np.float32)
+    step = max(chunk_size, 1)
+    for start in range(0, n_points, step):
+        out_P[start : start + step] = evaluate(np.arange(start, min(start + step, n_points), dtype=np.int64))
+    return out_P.reshape((resolution,) * 3)
+
+
+def _refine_level(
+    evaluate: GridFn,
+    coarse_CCC: np.ndarray,
     resolution: int,
     *,
-    coarse_resolution: int,
     level: float,
     dilation: int,
     fill_magnitude: float,
-    chunk_size: int,
-    input_kind: str,
-    device: str | torch.device,
-) -> tuple[np.ndarray, int, float]:
-    """The fine grid of values, refined near the coarse surface and sign-filled elsewhere."""
-    kwargs = dict(chunk_size=chunk_size, input_kind=input_kind, device=device)
-    n_coarse = coarse_resolution**3
-    coarse_CCC = _evaluate_full_grid(occupancy_fn, coarse_resolution, **kwargs)
-    active_ccc = _straddling_cells(coarse_CCC, level)
-    if dilation > 0 and active_ccc.any():
-        active_ccc = ndimage.binary_dilation(active_ccc, structure=np.ones((3, 3, 3), bool), iterations=dilation)
+) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """One coarse-to-fine step: the ``resolution^3`` grid from a coarser (composite) grid.
+
+    Fine samples inside coarse cells that straddle the level are evaluated; every other sample gets
+    ``level +/- fill_magnitude`` with the sign of its (non-straddling) coarse cell. Then the band grows:
+    wherever an evaluated sample and a filled 6-neighbour disagree in sign, the surface leaves the
+    evaluated band, so the neighbour's coarse cell is evaluated too; repeated until no such pair is
+    left. After that, every fine cell that the composite grid shows as crossing the level has all the
+    corners on which marching cubes places vertices evaluated, and the mesh equals the dense one
+    (given the module's assumption that the coarse grid sees every sign change).
+
+    Returns the fine grid, the number of fine samples evaluated (of which grown), and a marching-cubes mask that holds
+    every corner of every fine cell that can cross the level.
+    """
+    C, R = coarse_CCC.shape[0], resolution
+    n_cells = C - 1
     # Coarse cell containing each fine sample (the last fine sample belongs to the last cell).
-    n_cells = coarse_resolution - 1
-    cell_R = np.minimum((np.arange(resolution) * n_cells) // (resolution - 1), n_cells - 1)
+    cell_R = np.minimum((np.arange(R) * n_cells) // (R - 1), n_cells - 1)
     bounds = np.searchsorted(cell_R, np.arange(n_cells + 1))  # fine rows of coarse cell c: bounds[c]:bounds[c+1]
     plane_index = np.ix_(cell_R, cell_R)
 
     def to_fine(cells_ccc: np.ndarray) -> np.ndarray:
         """Per-cell values expanded to the fine grid (one broadcast copy per coarse slab: fast at 512^3)."""
-        out_RRR = np.empty((resolution,) * 3, dtype=cells_ccc.dtype)
+        out_RRR = np.empty((R,) * 3, dtype=cells_ccc.dtype)
         for c in range(n_cells):
             out_RRR[bounds[c] : bounds[c + 1]] = cells_ccc[c][plane_index]
         return out_RRR
 
-    # Sign fill: a non-active coarse cell has all 8 corners on one side; its first corner decides.
+    active_ccc = _straddling_cells(coarse_CCC, level)
+    if dilation > 0 and active_ccc.any():
+        active_ccc = ndimage.binary_dilation(active_ccc, structure=np.ones((3, 3, 3), bool), iterations=dilation)
+    # A non-straddling coarse cell has all 8 corners on one side; its first corner decides.
     fill_ccc = np.where(coarse_CCC[:-1, :-1, :-1] > level, level + fill_magnitude, level - fill_magnitude)
-    fill_RRR = to_fine(fill_ccc.astype(np.float32))
-    active_flat = np.flatnonzero(to_fine(active_ccc))
-    if len(active_flat):
-        fine_values = _evaluate_flat_indices(occupancy_fn, active_flat, resolution, **kwargs)
-        fill_RRR.reshape(-1)[active_flat] = fine_values
-    return fill_RRR, n_coarse + len(active_flat), len(active_flat) / resolution**3
+    values_RRR = to_fine(fill_ccc.astype(np.float32))
+    values_P, evaluated_P = values_RRR.reshape(-1), to_fine(active_ccc).reshape(-1)
+    new_P = np.flatnonzero(evaluated_P)
+    active_flat = active_ccc.reshape(-1)
+    offsets_b = np.arange(int(np.max(np.diff(bounds))))
+    n_evaluated, n_initial = 0, len(new_P)
+    while len(new_P):
+        values_P[new_P] = evaluate(new_P)
+        n_evaluated += len(new_P)
+        leaving_Q = _sign_disagreements(new_P, values_P, evaluated_P, R, level)
+        if not len(leaving_Q):
+            break
+        # Evaluate the whole coarse cell of every such neighbour (cells own disjoint fine samples).
+        i, j, k = (cell_R[a] for a in np.unravel_index(leaving_Q, (R,) * 3))
+        cell_Q = (i * n_cells + j) * n_cells + k
+        cell_Q = cell_Q[~active_flat[cell_Q]]
+        active_flat[cell_Q] = True
+        cells_K3 = np.stack(np.unravel_index(np.flatnonzero(np.bincount(cell_Q, minlength=0)), (n_cells,) * 3), 1)
+        rows = [bounds[cells_K3[:, a], None] + offsets_b[None] for a in range(3)]  # (K, block) each
+        keep = [rows[a] < bounds[cells_K3[:, a] + 1, None] for a in range(3)]
+        rows = [np.minimum(r, R - 1) for r in rows]
+        flat = (rows[0][:, :, None, None] * R + rows[1][:, None, :, None]) * R + rows[2][:, None, None, :]
+        inside = keep[0][:, :, None, None] & keep[1][:, None, :, None] & keep[2][:, None, None, :]
+        new_P = flat[inside]
+        evaluated_P[new_P] = True
+    # A fine cell that crosses the level has an evaluated corner; its corners lie in coarse cells c and
+    # c + 1 (per axis) of its first corner's cell c. Mark every corner of such cells (whichever corner
+    # marching cubes checks): coarse cells within one of an active cell, on both sides.
+    active_ccc = active_flat.reshape((n_cells,) * 3)
+    mask_ccc = active_ccc.copy()
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            for dk in (-1, 0, 1):
+                dst = tuple(slice(max(0, -d), n_cells - max(0, d)) for d in (di, dj, dk))
+                src = tuple(slice(max(0, d), n_cells - max(0, -d)) for d in (di, dj, dk))
+                mask_ccc[dst] |= active_ccc[src]
+    return values_RRR, n_evaluated, n_evaluated - n_initial, to_fine(mask_ccc)
+
+
+def _sign_disagreements(
+    new_P: np.ndarray, values_P: np.ndarray, evaluated_P: np.ndarray, resolution: int, level: float
+) -> np.ndarray:
+    """Unevaluated 6-neighbours of the samples ``new_P`` whose (filled) sign differs (repeats possible)."""
+    R = resolution
+    above_P = values_P[new_P] > level
+    ijk = np.unravel_index(new_P, (R,) * 3)
+    out = []
+    for axis, stride in enumerate((R * R, R, 1)):
+        for step in (-1, 1):
+            ok = (ijk[axis] > 0) if step < 0 else (ijk[axis] < R - 1)
+            q = new_P[ok] + step * stride
+            hit = ~evaluated_P[q] & ((values_P[q] > level) != above_P[ok])
+            out.append(q[hit])
+    return np.concatenate(out)

@@ -27,7 +27,7 @@ from torch import nn
 from vat3d.models.hub import ModelMixin, register_to_config
 from vat3d.models.modules import Block, FourierEmbedder, farthest_point_sample, run_blocks
 from vat3d.models.quantizer import MultiScaleVQ
-from vat3d.models.triplane import TriplaneDecoder
+from vat3d.models.triplane import TriplaneDecoder, grid_plane_tables
 
 
 class VATokenizer(ModelMixin):
@@ -176,18 +176,59 @@ class VATokenizer(ModelMixin):
     def decode_tokens(self, indices: Sequence[torch.Tensor], queries_BQ3: torch.Tensor) -> torch.Tensor:
         return self.decoder.query(self.decode_planes(indices), queries_BQ3)
 
-    def occupancy_fn(self, indices: Sequence[torch.Tensor], chunk_size: int = 262_144
-                     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A function (P, 3) points -> (P,) logits for one shape (batch of 1), for surface extraction."""
+    def occupancy_fn(self, indices: Sequence[torch.Tensor], chunk_size: int = 8192,
+                     precision: str = "fp32") -> "TokenField":
+        """The field of one shape's tokens (batch of 1): call it on (P, 3) points -> (P,) logits.
+
+        It also answers grid queries (``grid_evaluator``), which surface extraction uses. ``chunk_size``
+        points go through the MLP at a time (small chunks stay in cache: 8192 is ~3x faster than 256k
+        on a CPU); ``precision="bf16"`` runs the point MLP under bfloat16 autocast (~1.3x faster decoding
+        on CPUs with native bf16, meshes within 1e-4 Chamfer of fp32 on the shipped model).
+        """
         if indices[0].shape[0] != 1:
             raise ValueError("occupancy_fn takes the tokens of one shape (batch size 1)")
-        planes = self.decode_planes(indices)
+        return TokenField(self.decoder, self.decode_planes(indices), chunk_size=chunk_size, precision=precision)
 
-        @torch.no_grad()
-        def fn(points_P3) -> torch.Tensor:
-            pts = torch.as_tensor(points_P3, dtype=torch.float32, device=planes.device)
-            outs = [self.decoder.query(planes, pts[i:i + chunk_size].unsqueeze(0))[0]
-                    for i in range(0, pts.shape[0], chunk_size)]
-            return torch.cat(outs) if outs else pts.new_zeros(0)
+
+class TokenField:
+    """Occupancy logits of one decoded shape: ``field(points_P3) -> (P,)``, positive inside.
+
+    ``grid_evaluator(G)`` returns ``fn(ijk_P3) -> (P,)`` for integer indices of a ``G``-sample grid
+    over ``[-1, 1]^3`` (see :func:`vat3d.geometry.marching.extract_surface`); it reads the triplanes
+    pre-interpolated at the grid's coordinates (cached per resolution), several times faster than
+    bilinear sampling at arbitrary points. Both return float32 logits.
+    """
+
+    PRECISIONS = ("fp32", "bf16")
+
+    def __init__(self, decoder, planes_13CRR: torch.Tensor, chunk_size: int = 8192, precision: str = "fp32"):
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"precision must be one of {self.PRECISIONS}, got {precision!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.decoder, self.planes, self.chunk_size, self.precision = decoder, planes_13CRR, chunk_size, precision
+        self._tables: dict[int, torch.Tensor] = {}
+
+    def _run(self, query: Callable[[torch.Tensor], torch.Tensor], inputs_P: torch.Tensor) -> torch.Tensor:
+        """``query`` over chunks of ``inputs_P`` (no grad, chosen precision) -> float32 (P,)."""
+        device = self.planes.device
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            outs = [query(inputs_P[i:i + self.chunk_size].unsqueeze(0))[0].float()
+                    for i in range(0, inputs_P.shape[0], self.chunk_size)]
+        return torch.cat(outs) if outs else torch.zeros(0, device=device)
+
+    def __call__(self, points_P3) -> torch.Tensor:
+        pts = torch.as_tensor(points_P3, dtype=torch.float32, device=self.planes.device)
+        return self._run(lambda chunk: self.decoder.query(self.planes, chunk), pts)
+
+    def grid_evaluator(self, resolution: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        if resolution not in self._tables:
+            with torch.no_grad():
+                self._tables[resolution] = grid_plane_tables(self.planes, resolution)
+        tables = self._tables[resolution]
+
+        def fn(ijk_P3: torch.Tensor) -> torch.Tensor:
+            ijk = torch.as_tensor(ijk_P3, dtype=torch.long, device=self.planes.device)
+            return self._run(lambda chunk: self.decoder.query_grid(tables, chunk, resolution), ijk)
 
         return fn

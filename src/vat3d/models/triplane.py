@@ -38,6 +38,33 @@ def sample_planes(planes_B3CRR: torch.Tensor, points_BQ3: torch.Tensor, aggregat
     return torch.stack(feats).sum(0) if aggregation == "sum" else torch.cat(feats, dim=-1)
 
 
+def grid_plane_tables(planes_B3CRR: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Plane features at the coordinates of a ``resolution``-sample grid: (B, 3, G*G, C).
+
+    Grid index ``g`` is the coordinate ``-1 + 2 g / (G - 1)``; bilinear resampling with aligned corners
+    at those coordinates is what :func:`sample_planes` computes at grid points, so a lookup in this
+    table replaces the per-point bilinear sampling (row ``g_b * G + g_a`` for a plane with axes (a, b)).
+    """
+    B, P, C, R, _ = planes_B3CRR.shape
+    up = F.interpolate(planes_B3CRR.flatten(0, 1), size=(resolution, resolution), mode="bilinear",
+                       align_corners=True)  # (B*3, C, G_b, G_a)
+    return up.view(B, P, C, resolution * resolution).transpose(2, 3).contiguous()
+
+
+def sample_grid_tables(tables_B3TC: torch.Tensor, ijk_BQ3: torch.Tensor, resolution: int,
+                       aggregation: str = "sum") -> torch.Tensor:
+    """Features at integer grid indices from :func:`grid_plane_tables`: like :func:`sample_planes`."""
+    B, P, T, C = tables_B3TC.shape
+    offset_B1 = torch.arange(B, device=ijk_BQ3.device).view(B, 1) * T
+    feats = []
+    for p, (a, b) in enumerate(PLANE_AXES):
+        rows_BQ = ijk_BQ3[..., b] * resolution + ijk_BQ3[..., a] + offset_B1
+        feats.append(F.embedding(rows_BQ, tables_B3TC[:, p].reshape(B * T, C)))
+    if aggregation == "sum":
+        return feats[0] + feats[1] + feats[2]
+    return torch.cat(feats, dim=-1)
+
+
 class ConvUpsampler(nn.Module):
     """(N, C_in, r, r) -> (N, C_out, R, R) by nearest x2 + conv stages."""
 
@@ -96,4 +123,13 @@ class TriplaneDecoder(nn.Module):
     def query(self, planes_B3CRR: torch.Tensor, points_BQ3: torch.Tensor) -> torch.Tensor:
         """Occupancy logits (B, Q) at points in the [-1, 1] box."""
         feats = sample_planes(planes_B3CRR, points_BQ3, self.aggregation)
+        return self.mlp(feats).squeeze(-1)
+
+    def query_grid(self, tables_B3TC: torch.Tensor, ijk_BQ3: torch.Tensor, resolution: int) -> torch.Tensor:
+        """Occupancy logits (B, Q) at grid indices, from ``grid_plane_tables(planes, resolution)``.
+
+        Equal (up to float rounding) to :meth:`query` at the grid's points, and several times faster
+        (a table lookup instead of bilinear sampling): the path of surface extraction.
+        """
+        feats = sample_grid_tables(tables_B3TC, ijk_BQ3, resolution, self.aggregation)
         return self.mlp(feats).squeeze(-1)
