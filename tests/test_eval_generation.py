@@ -142,3 +142,46 @@ def test_eval_generation_cli(setup, tmp_path):
     bad = CliRunner().invoke(__import__("vat3d.cli", fromlist=["app"]).app, [
         "eval-generation", str(root / "gen"), "--tokenizer", str(root / "tok"), "--data", str(tmp_path / "nothing")])
     assert bad.exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Procedural shapes (captions, families) and two user meshes (folder source: no caption, no family)."""
+    from vat3d.data.sources import list_source
+
+    root = tmp_path_factory.mktemp("gen_eval_mixed")
+    meshes = root / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box(extents=(1.0, 0.6, 0.4)).export(meshes / "box.obj")
+    trimesh.creation.icosphere(subdivisions=2).export(meshes / "ball.obj")
+    items = list_source("procedural:6") + list_source(str(meshes))
+    prepare_dataset(items, root / "data", num_surface=512, num_volume=256, num_near=256)
+    torch.manual_seed(0)
+    tok = VATokenizer(**TINY_TOKENIZER)
+    families = [f for f in FAMILIES[:3]]  # a class model that knows only some families
+    gen = NextScaleGenerator.from_tokenizer(tok, cond_type="class", class_names=families, width=32, depth=1, heads=2)
+    return root, tok, gen, families
+
+
+def test_shapes_without_the_condition_are_skipped_and_counted(mixed):
+    root, tok, gen, families = mixed
+    refs = load_references(root / "data", _settings(num_conditions=None))
+    usable = [r for r in refs if r["class"] in families or r["family"] in families]
+    assert 0 < len(usable) < len(refs) == 8
+    result = evaluate_generation(gen, tok, root / "data", _settings(num_conditions=None))
+    s = result["summary"]
+    assert s["num_references"] == len(usable) and s["num_generated"] == len(usable)
+    assert s["num_skipped"] == len(refs) - len(usable) and sum(s["skipped_reasons"].values()) == s["num_skipped"]
+    assert {row["reference"] for row in result["shapes"]} == {r["id"] for r in usable}
+    # only the user meshes: none has a class the generator knows -> a clear error
+    with pytest.raises(ValueError, match="none of the 2 held-out shapes"):
+        evaluate_generation(gen, tok, root / "data", _settings(num_conditions=None, sources=("folder",)))
+
+
+def test_source_filter(mixed):
+    root, _, _, _ = mixed
+    refs = load_references(root / "data", _settings(num_conditions=None, sources=("folder",)))
+    assert len(refs) == 2 and {r["source"] for r in refs} == {"folder"}
+    assert len(load_references(root / "data", _settings(num_conditions=None, sources=("procedural",)))) == 6
+    with pytest.raises(ValueError, match="sources present: folder, procedural"):
+        load_references(root / "data", _settings(sources=("pybullet",)))

@@ -19,6 +19,8 @@ def eval_generation(
     resolution: int = typer.Option(128, help="Marching-cubes resolution of generated shapes."),
     split: str = typer.Option("val", help="Split used as reference: val, train or all."),
     val_fraction: float = typer.Option(0.05, "--val-fraction", help="Share of ids in the val split (as in training)."),
+    source: Optional[list[str]] = typer.Option(
+        None, "--source", help="Only held-out shapes of this source (repeatable), e.g. procedural or pybullet."),
     reference: str = typer.Option("points", help="'points' (stored surface samples) or 'mesh' (rebuild procedural shapes)."),
     normalize: str = typer.Option("box", help="Per-cloud normalisation of both sets: box, sphere or none."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -53,7 +55,7 @@ def eval_generation(
         num_conditions=num_samples, samples_per_condition=samples_per_condition, n_points=n_points,
         resolution=resolution, split=split, val_fraction=val_fraction, reference=reference, normalize=normalize,
         seed=seed, batch_size=batch_size, cfg_scale=cfg, cfg_schedule=cfg_schedule, temperature=temperature,
-        top_k=top_k, top_p=top_p, num_scales=num_scales)
+        top_k=top_k, top_p=top_p, num_scales=num_scales, sources=tuple(source) if source else None)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("loading held-out shapes", total=None)

@@ -58,6 +58,7 @@ class GenerationEvalSettings:
     num_scales: int | None = None
     image_size: int = 224  # renders of reference shapes for image-conditioned generators
     backend: str = "auto"  # pairwise Chamfer backend
+    sources: tuple[str, ...] | None = None  # keep only held-out shapes of these sources (e.g. ("procedural",))
 
 
 # --------------------------------------------------------------------------- references
@@ -103,6 +104,12 @@ def load_references(root: str | Path, settings: GenerationEvalSettings) -> list[
     if not rows:
         raise ValueError(f"the {settings.split!r} split of {root} is empty (val_fraction={settings.val_fraction}); "
                          f"raise --val-fraction or use --split all")
+    if settings.sources:
+        present = sorted({str(row.get("source", "")) for row in rows})
+        rows = [row for row in rows if str(row.get("source", "")) in settings.sources]
+        if not rows:
+            raise ValueError(f"no held-out shapes of source {', '.join(settings.sources)} in {root} "
+                             f"(sources present: {', '.join(present)})")
     if settings.num_conditions is not None and len(rows) > settings.num_conditions:
         order = np.random.default_rng(settings.seed).permutation(len(rows))[: settings.num_conditions]
         rows = [rows[i] for i in sorted(order)]
@@ -205,26 +212,24 @@ def _loo_family_accuracy(d_rr: np.ndarray, families: list[str]) -> float:
 # --------------------------------------------------------------------------- conditions
 
 
-def _condition_kwargs(generator, refs: list[dict], tokenizer, image_size: int, resolution: int) -> list[dict]:
-    """The pipeline keyword (text= / class_label= / image=) of each reference for this generator."""
+def _condition_kwargs(generator, refs: list[dict], tokenizer, image_size: int, resolution: int) -> list[dict | str]:
+    """The pipeline keyword (text= / class_label= / image=) of each reference for this generator, or,
+    for a reference that has no such condition (no caption for a text model, a class the generator
+    does not know), a string saying why it is skipped."""
     from vat3d.pipelines import cond_type_of
 
     cond_type = cond_type_of(generator)
-    out: list[dict] = []
+    out: list[dict | str] = []
     for ref in refs:
         if cond_type == "none":
             out.append({})
         elif cond_type == "class":
             names = getattr(generator.conditioner, "class_names", None) or []
             label = next((ref[key] for key in ("class", "family") if ref[key] and ref[key] in names), None)
-            if label is None:
-                raise ValueError(f"held-out shape {ref['id']} (class {ref['class']!r}, family {ref['family']!r}) "
-                                 f"has no class the generator knows ({', '.join(names) or 'no class names'})")
-            out.append({"class_label": label})
+            out.append({"class_label": label} if label is not None else
+                       f"class {ref['class'] or ref['family'] or '(none)'!r} unknown to the generator")
         elif cond_type in ("text", "text+image"):
-            if not ref["caption"]:
-                raise ValueError(f"held-out shape {ref['id']} has no caption for a text-conditioned generator")
-            out.append({"text": ref["caption"]})
+            out.append({"text": ref["caption"]} if ref["caption"] else "no caption")
         elif cond_type == "image":
             out.append({"image": _condition_image(ref, tokenizer, image_size, resolution)})
         else:
@@ -266,11 +271,24 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
     settings = settings or GenerationEvalSettings()
     generator.check_tokenizer(tokenizer)
     refs = references if references is not None else load_references(data_dir, settings)
-    from vat3d.pipelines import _image_conditioner
+    from vat3d.pipelines import _image_conditioner, cond_type_of
 
     image_conditioner = _image_conditioner(generator)
     image_size = int(image_conditioner.image_size) if image_conditioner is not None else settings.image_size
     conditions = _condition_kwargs(generator, refs, tokenizer, image_size, settings.resolution)
+    # Held-out shapes without this generator's kind of condition are left out of both sets (the
+    # references stay the shapes whose conditions were generated from) and counted per reason.
+    skipped: dict[str, int] = {}
+    for condition in conditions:
+        if isinstance(condition, str):
+            skipped[condition] = skipped.get(condition, 0) + 1
+    kept = [i for i, condition in enumerate(conditions) if not isinstance(condition, str)]
+    if not kept:
+        reasons = "; ".join(f"{n} with {why}" for why, n in skipped.items())
+        raise ValueError(f"none of the {len(refs)} held-out shapes has a condition for this "
+                         f"{cond_type_of(generator)}-conditioned generator ({reasons}); pick a dataset or "
+                         f"--source with such shapes")
+    refs, conditions = [refs[i] for i in kept], [conditions[i] for i in kept]
 
     # one job per (reference, repeat); consecutive jobs with the same kind of condition share a batch
     jobs = [(i, r) for i in range(len(refs)) for r in range(settings.samples_per_condition)]
@@ -321,6 +339,8 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
         "family_match_reference": _loo_family_accuracy(d_rr, ref_families),
         "empty_fraction": float(np.mean(empty)) if empty else float("nan"),
         "num_references": len(refs),
+        "num_skipped": sum(skipped.values()),
+        "skipped_reasons": skipped,
         "num_generated": n_gen,
         "seconds_per_shape": (seconds_tokens + seconds_decode) / max(n_gen, 1),
         "seconds_per_shape_tokens": seconds_tokens / max(n_gen, 1),
@@ -354,7 +374,10 @@ def markdown_report(result: dict, title: str = "Generation evaluation") -> str:
     lines = [f"# {title}", "",
              f"{s['num_generated']} generated shapes for {s['num_references']} held-out shapes "
              f"(cond_type {result.get('cond_type')!s}); {result['settings']['n_points']} points per shape, "
-             f"normalisation {result['settings']['normalize']!r}, squared-L2 Chamfer (CD).", "",
+             f"normalisation {result['settings']['normalize']!r}, squared-L2 Chamfer (CD)."
+             + (f" {s['num_skipped']} held-out shapes without a usable condition were left out ("
+                + ", ".join(f"{n}: {why}" for why, n in s['skipped_reasons'].items()) + ")."
+                if s.get("num_skipped") else ""), "",
              "| metric | value | better |", "|---|---|---|"]
     rows = [("MMD-CD", "lower"), ("COV-CD", "higher"), ("1-NNA-CD", "0.5"), ("family_match", "higher"),
             ("family_match_reference", "(ceiling)"), ("empty_fraction", "lower"), ("seconds_per_shape", "lower"),
