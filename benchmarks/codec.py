@@ -96,11 +96,15 @@ def _same_mesh(a, b) -> bool:
             and np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces))
 
 
+BAND = 0.25  # decode_tokens(band=...) that also refines cells whose corners come this close (logits)
+
+
 def bench_codec(tokenizer, meshes, resolution: int, repeats: int, dense_shapes: int) -> dict:
-    """Encode and decode times per shape (fp32 and bf16 decoding), and dense extraction on a few shapes."""
+    """Encode and decode times per shape (fp32, bf16, and fp32 with ``band=BAND``), and dense extraction
+    on a few shapes: is the coarse-to-fine mesh identical to the dense one (bit for bit)?"""
     encode_mesh(tokenizer, meshes[0])  # warm-up
     decode_tokens(tokenizer, encode_mesh(tokenizer, meshes[0]).tokens, resolution=resolution)
-    enc, dec, dec_bf16, faces, evaluated, grown, shapes = [], [], [], [], [], [], []
+    enc, dec, dec_bf16, dec_band, faces, evaluated, grown, shapes = [], [], [], [], [], [], [], []
     for mesh in meshes:
         enc.append(median_time(lambda: encode_mesh(tokenizer, mesh), repeats, "encode"))
         shape = encode_mesh(tokenizer, mesh)
@@ -110,18 +114,23 @@ def bench_codec(tokenizer, meshes, resolution: int, repeats: int, dense_shapes: 
         dec_bf16.append(median_time(lambda: decode_tokens(tokenizer, shape.tokens, shape.transform,
                                                           resolution=resolution, precision="bf16"),
                                     repeats, "decode_bf16"))
+        dec_band.append(median_time(lambda: decode_tokens(tokenizer, shape.tokens, shape.transform,
+                                                          resolution=resolution, band=BAND), 1, "decode_band"))
         out = decode_tokens(tokenizer, shape.tokens, shape.transform, resolution=resolution)
         stats = out.metadata["extraction"]
         faces.append(len(out.faces))
         evaluated.append(stats["points_evaluated"])
         grown.append(stats["grown_points"])
-    dense, same = [], []
+    dense, same, same_band, missing_faces = [], [], [], []
     for shape in shapes[:dense_shapes]:  # dense extraction is the slow reference
         t0 = time.perf_counter()
         reference = decode_tokens(tokenizer, shape.tokens, shape.transform, resolution=resolution, dense=True)
         dense.append(time.perf_counter() - t0)
-        same.append(_same_mesh(reference, decode_tokens(tokenizer, shape.tokens, shape.transform,
-                                                        resolution=resolution)))
+        fast = decode_tokens(tokenizer, shape.tokens, shape.transform, resolution=resolution)
+        same.append(_same_mesh(reference, fast))
+        missing_faces.append(len(reference.faces) - len(fast.faces))
+        same_band.append(_same_mesh(reference, decode_tokens(tokenizer, shape.tokens, shape.transform,
+                                                             resolution=resolution, band=BAND)))
     t0 = time.perf_counter()
     for shape in shapes:
         read_tokens(tokenizer, shape.data)
@@ -135,7 +144,11 @@ def bench_codec(tokenizer, meshes, resolution: int, repeats: int, dense_shapes: 
             f"decode_{resolution}_ms_each": [round(1000 * t, 1) for t in dec],
             f"decode_{resolution}_dense_ms_per_shape": ms(dense, statistics.median),
             "coarse_to_fine_speedup": statistics.median(dense) / statistics.median(dec[:len(dense)]),
-            "coarse_to_fine_equals_dense": same,
+            f"decode_{resolution}_band_ms_per_shape": ms(dec_band, statistics.median),
+            f"decode_{resolution}_band_ms_max": ms(dec_band, max), "band": BAND,
+            "coarse_to_fine_equals_dense": same, "dense_faces_minus_coarse_to_fine": missing_faces,
+            "coarse_to_fine_equals_dense_count": f"{sum(same)}/{len(same)}",
+            "with_band_equals_dense": same_band, "with_band_equals_dense_count": f"{sum(same_band)}/{len(same_band)}",
             "points_evaluated": evaluated, "grown_points": grown, "dense_points": resolution**3,
             "decoded_faces": faces, "parse_vat_ms_per_shape": parse_ms,
             "vat_bytes_per_shape": statistics.mean(s.num_bytes for s in shapes)}, shapes

@@ -198,3 +198,26 @@ def test_shipped_tokenizer_field_coarse_to_fine_equals_dense():
     np.testing.assert_array_equal(fine.vertices, dense.vertices)
     stats = fine.metadata["extraction"]
     assert stats["grid_evaluator"] and stats["points_evaluated"] < 0.5 * 128**3
+
+
+def test_band_finds_a_blob_the_coarse_grid_misses():
+    centre = torch.zeros(3)
+    blob = lambda p: 0.04 - torch.linalg.norm(p - centre, dim=-1)  # noqa: E731
+    dense = extract_surface(blob, 64, dense=True)
+    assert len(extract_surface(blob, 64, coarse_resolution=16).faces) == 0
+    found = extract_surface(blob, 64, coarse_resolution=16, band=0.1)
+    np.testing.assert_array_equal(found.faces, dense.faces)
+    np.testing.assert_array_equal(found.vertices, dense.vertices)
+
+
+def test_witnesses_keep_what_an_earlier_level_saw():
+    """A blob on a 16^3 sample, between the 32^3 samples, and seen again at 64^3 (grids not nested)."""
+    centre = torch.full((3,), -1 + 14 / 15)  # coarse sample i = 7
+    blob = lambda p: 0.025 - torch.linalg.norm(p - centre, dim=-1)  # noqa: E731
+    dense = extract_surface(blob, 64, dense=True)
+    assert len(dense.faces) > 0
+    fine = extract_surface(blob, 64, coarse_resolution=16)
+    assert fine.metadata["extraction"]["levels"] == [16, 32, 64]
+    assert fine.metadata["extraction"]["witness_cells"] > 0
+    np.testing.assert_array_equal(fine.faces, dense.faces)
+    np.testing.assert_array_equal(fine.vertices, dense.vertices)

@@ -107,20 +107,24 @@ def tokens_to_bytes(model, tokens: Sequence, transform: Transform | None = None,
 
 @torch.no_grad()
 def decode_tokens(model, tokens: Sequence, transform: Transform | None = None, *, resolution: int = 256,
-                  num_scales: int | None = None, dense: bool = False, precision: str = "fp32") -> trimesh.Trimesh:
+                  num_scales: int | None = None, dense: bool = False, precision: str = "fp32",
+                  band: float = 0.0) -> trimesh.Trimesh:
     """Tokens of the first k scales -> a mesh (original coordinates when ``transform`` is given).
 
     ``dense=True`` evaluates every grid point (the reference for coarse-to-fine extraction);
-    ``precision="bf16"`` runs the occupancy MLP in bfloat16 (faster on CPUs with bf16 support).
+    ``precision="bf16"`` runs the occupancy MLP in bfloat16 (faster on CPUs with bf16 support);
+    ``band`` (logits) also refines cells whose corners come that close to the surface, which finds
+    small fragments the coarse pass misses (see :func:`vat3d.geometry.marching.extract_surface`).
     """
     model.eval()
     device = next(model.parameters()).device
     tokens = list(tokens)[: num_scales or len(tokens)]
     indices = [torch.as_tensor(np.asarray(t), dtype=torch.long, device=device).reshape(1, -1) for t in tokens]
     mesh = extract_surface(model.occupancy_fn(indices, precision=precision), resolution=resolution, dense=dense,
-                           device=device)
+                           band=band, device=device)
     if transform is not None and len(mesh.vertices):
-        mesh = trimesh.Trimesh(transform.invert(np.asarray(mesh.vertices)), mesh.faces, process=False)
+        mesh = trimesh.Trimesh(transform.invert(np.asarray(mesh.vertices)), mesh.faces, process=False,
+                               metadata=dict(mesh.metadata))
     return mesh
 
 
@@ -161,7 +165,10 @@ def read_tokens(model, data: bytes, *, max_scales: int | None = None, generator=
 
 
 def decode_file(model, path: "str | os.PathLike", *, resolution: int = 256, num_scales: int | None = None,
-                generator=None, precision: str = "fp32") -> tuple[trimesh.Trimesh, int]:
+                generator=None, precision: str = "fp32", band: float = 0.0,
+                dense: bool = False) -> tuple[trimesh.Trimesh, int]:
     """Decode a ``.vat`` file; returns the mesh (original coordinates) and the number of scales used."""
     vat, transform = read_tokens(model, _read_limited(path), max_scales=num_scales, generator=generator)
-    return decode_tokens(model, vat.tokens, transform, resolution=resolution, precision=precision), len(vat.tokens)
+    mesh = decode_tokens(model, vat.tokens, transform, resolution=resolution, precision=precision, band=band,
+                         dense=dense)
+    return mesh, len(vat.tokens)

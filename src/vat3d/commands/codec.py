@@ -116,6 +116,9 @@ def decode(
     scales: Optional[int] = typer.Option(None, "--scales", min=1, help="Decode only the first K scales (coarser)."),
     resolution: int = typer.Option(256, help="Marching-cubes grid resolution (256 or 512)."),
     precision: str = typer.Option("fp32", help="Occupancy MLP precision: fp32, or bf16 (faster on CPUs with bf16)."),
+    band: float = typer.Option(0.0, min=0.0, help="Also refine cells within this many logits of the surface: "
+                               "finds small fragments the coarse pass misses (0.25: ~1.5x slower)."),
+    dense: bool = typer.Option(False, "--dense", help="Evaluate every grid point (slow reference)."),
     fmt: str = typer.Option("obj", "--format", help="Mesh format when OUT is a folder."),
     entropy: Optional[str] = typer.Option(
         None, "--entropy", help="Generator for entropy-coded files (default: the shipped one, if it matches)."),
@@ -155,7 +158,8 @@ def decode(
             if any(issubclass(w.category, VatTruncatedWarning) for w in caught):
                 typer.secho(f"warning: {src}: truncated file, decoding its {len(vat.tokens)} complete scales "
                             f"of {vat.header.num_scales_stored} (coarser)", fg=typer.colors.YELLOW, err=True)
-            mesh = decode_tokens(tokenizer, vat.tokens, transform, resolution=resolution, precision=precision)
+            mesh = decode_tokens(tokenizer, vat.tokens, transform, resolution=resolution, precision=precision,
+                                 band=band, dense=dense)
             if not len(mesh.faces):
                 typer.secho(f"warning: {src}: the decoded field has no surface (empty mesh written)",
                             fg=typer.colors.YELLOW, err=True)
