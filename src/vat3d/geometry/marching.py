@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Literal
+from typing import Callable, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -210,18 +210,19 @@ def _evaluate_flat_indices(
     return out_P
 
 
+def _any_corner(mask_CCC: np.ndarray) -> np.ndarray:
+    """Boolean ``(C-1,)*3`` mask of grid cells with at least one of their 8 corners ``True``."""
+    n = tuple(c - 1 for c in mask_CCC.shape)
+    out = np.zeros(n, dtype=bool)
+    for di, dj, dk in np.ndindex(2, 2, 2):
+        out |= mask_CCC[di : di + n[0], dj : dj + n[1], dk : dk + n[2]]
+    return out
+
+
 def _straddling_cells(values_CCC: np.ndarray, level: float) -> np.ndarray:
     """Boolean ``(C-1,)*3`` mask of grid cells whose 8 corners are not all on one side of ``level``."""
     above_CCC = values_CCC > level
-    any_above = np.zeros(tuple(s - 1 for s in values_CCC.shape), dtype=bool)
-    all_above = np.ones_like(any_above)
-    for di in (0, 1):
-        for dj in (0, 1):
-            for dk in (0, 1):
-                corner = above_CCC[di : di + any_above.shape[0], dj : dj + any_above.shape[1], dk : dk + any_above.shape[2]]
-                any_above |= corner
-                all_above &= corner
-    return any_above & ~all_above
+    return _any_corner(above_CCC) & _any_corner(~above_CCC)
 
 
 def extract_surface(
@@ -270,10 +271,11 @@ def extract_surface(
         The mesh (see :func:`marching_cubes_grid`). ``mesh.metadata["extraction"]`` records
         ``points_evaluated`` (all levels), ``grown_points`` (of those, evaluated because the surface
         left the band of a coarser level), ``witness_cells`` (coarser cells refined because a sample of
-        an earlier level saw a sign there that the level in between missed), ``dense_points`` (``resolution^3``), ``refined_fraction``
-        (fine samples evaluated / ``resolution^3``), ``levels`` (the grid resolutions), ``eval_seconds``,
-        ``marching_seconds`` and the settings. Assumption of the coarse pass: every sign change of the
-        field is visible on the coarse grid (see the module docstring).
+        an earlier level saw a sign there that the level in between missed), ``dense_points``
+        (``resolution^3``), ``refined_fraction`` (fine samples evaluated / ``resolution^3``), ``levels``
+        (the grid resolutions), ``eval_seconds``, ``marching_seconds`` and the settings. Assumption of
+        the coarse pass: every sign change of the field is visible on the coarse grid (see the module
+        docstring).
     """
     if resolution < 2:
         raise ValueError(f"resolution must be >= 2, got {resolution}")
@@ -292,17 +294,17 @@ def extract_surface(
     witnesses: list[tuple[int, np.ndarray, np.ndarray]] = []
     previous = (levels[0], np.arange(levels[0] ** 3, dtype=np.int64), values_RRR.reshape(-1) > level)
     for r in levels[1:]:
-        values_RRR, evaluated_P, grown_level, witnessed_level, mask_RRR = _refine_level(
+        refined = _refine_level(
             evaluators[r], values_RRR, r, level=level, dilation=dilation, band=band,
             fill_magnitude=fill_magnitude, witnesses=witnesses,
         )
-        fine_evaluated = int(evaluated_P.sum())
+        values_RRR, mask_RRR, fine_evaluated = refined.values_RRR, refined.mask_RRR, refined.evaluated
         points_evaluated += fine_evaluated
-        grown += grown_level
-        witnessed += witnessed_level
+        grown += refined.grown
+        witnessed += refined.witness_cells
         if r != levels[-1]:
             witnesses.append(previous)
-            flat_P = np.flatnonzero(evaluated_P)
+            flat_P = np.flatnonzero(refined.evaluated_RRR)
             previous = (r, flat_P, values_RRR.reshape(-1)[flat_P] > level)
     t1 = time.perf_counter()
     mesh = marching_cubes_grid(values_RRR, level=level, mask_RRR=mask_RRR)
@@ -379,6 +381,15 @@ def _evaluate_full_grid(evaluate: GridFn, resolution: int, *, chunk_size: int) -
     return out_P.reshape((resolution,) * 3)
 
 
+class _RefinedLevel(NamedTuple):
+    values_RRR: np.ndarray  # the fine grid: evaluated samples, sign-filled elsewhere
+    evaluated_RRR: np.ndarray  # which fine samples were evaluated
+    evaluated: int  # how many
+    grown: int  # of those, added by growth
+    witness_cells: int  # coarse cells refined because of a witness
+    mask_RRR: np.ndarray  # marching-cubes mask: every corner of every fine cell that can cross the level
+
+
 def _refine_level(
     evaluate: GridFn,
     coarse_CCC: np.ndarray,
@@ -389,7 +400,7 @@ def _refine_level(
     fill_magnitude: float,
     band: float = 0.0,
     witnesses: list[tuple[int, np.ndarray, np.ndarray]] = (),
-) -> tuple[np.ndarray, np.ndarray, int, int, np.ndarray]:
+) -> _RefinedLevel:
     """One coarse-to-fine step: the ``resolution^3`` grid from a coarser (composite) grid.
 
     Fine samples inside coarse cells that straddle the level are evaluated; every other sample gets
@@ -419,13 +430,7 @@ def _refine_level(
 
     active_ccc = _straddling_cells(coarse_CCC, level)
     if band > 0:  # cells with a corner this close to the level may hide a feature between their corners
-        near = np.abs(coarse_CCC - level) < band
-        close_ccc = np.zeros_like(active_ccc)
-        for di in (0, 1):
-            for dj in (0, 1):
-                for dk in (0, 1):
-                    close_ccc |= near[di : di + n_cells, dj : dj + n_cells, dk : dk + n_cells]
-        active_ccc |= close_ccc
+        active_ccc |= _any_corner(np.abs(coarse_CCC - level) < band)
     if dilation > 0 and active_ccc.any():
         active_ccc = ndimage.binary_dilation(active_ccc, structure=np.ones((3, 3, 3), bool), iterations=dilation)
     active_ccc = np.ascontiguousarray(active_ccc)  # updated in place through flat views below
@@ -477,7 +482,8 @@ def _refine_level(
                 dst = tuple(slice(max(0, -d), n_cells - max(0, d)) for d in (di, dj, dk))
                 src = tuple(slice(max(0, d), n_cells - max(0, -d)) for d in (di, dj, dk))
                 mask_ccc[dst] |= active_ccc[src]
-    return values_RRR, evaluated_P.reshape((R,) * 3), n_evaluated - n_initial, n_witnessed, to_fine(mask_ccc)
+    return _RefinedLevel(values_RRR, evaluated_P.reshape((R,) * 3), n_evaluated, n_evaluated - n_initial, n_witnessed,
+                         to_fine(mask_ccc))
 
 
 def _sign_disagreements(
