@@ -163,6 +163,15 @@ def test_cli_decode_precision(files, tmp_path):
     np.testing.assert_allclose(meshes["bf16"].bounds, meshes["fp32"].bounds, atol=0.1 * RADIUS)
     result = run("decode", "default", tmp_path / "s.vat", "-o", tmp_path / "x.ply", "--precision", "fp16")
     assert result.exit_code != 0 and "fp32 or bf16" in result.output
+    # --dense and --band reach the extraction: the dense file is the API's dense mesh
+    from vat3d.pretrained import load_tokenizer
+
+    reference, _ = decode_file(load_tokenizer("default"), tmp_path / "s.vat", resolution=48, dense=True)
+    for flag in (["--dense"], ["--band", "0.5"]):
+        out = tmp_path / f"{flag[0][2:]}.ply"
+        assert run("decode", "default", tmp_path / "s.vat", "-o", out, "--resolution", "48", *flag).exit_code == 0
+        np.testing.assert_allclose(trimesh.load(out, process=False).vertices, reference.vertices, rtol=0, atol=1e-6)
+    assert run("decode", "default", tmp_path / "s.vat", "-o", tmp_path / "y.ply", "--band", "-1").exit_code != 0
 
 
 def test_cli_batch_folder_goes_on_after_a_bad_file(files, tmp_path, monkeypatch):
