@@ -411,8 +411,7 @@ def _refine_level(
     corners on which marching cubes places vertices evaluated, and the mesh equals the dense one
     (given the module's assumption that the coarse grid sees every sign change).
 
-    Returns the fine grid, the number of fine samples evaluated (of which grown), and a marching-cubes mask that holds
-    every corner of every fine cell that can cross the level.
+    Returns a :class:`_RefinedLevel`.
     """
     C, R = coarse_CCC.shape[0], resolution
     n_cells = C - 1
@@ -434,18 +433,19 @@ def _refine_level(
     if dilation > 0 and active_ccc.any():
         active_ccc = ndimage.binary_dilation(active_ccc, structure=np.ones((3, 3, 3), bool), iterations=dilation)
     active_ccc = np.ascontiguousarray(active_ccc)  # updated in place through flat views below
+    # A non-straddling coarse cell has all 8 corners on one side; its first corner gives that side.
+    above_ccc = coarse_CCC[:-1, :-1, :-1] > level
     n_witnessed = 0
     for r, flat_W, above_W in witnesses:
         ijk = np.unravel_index(flat_W, (r,) * 3)
         i, j, k = (np.minimum((x * n_cells) // (r - 1), n_cells - 1) for x in ijk)
         cell_W = (i * n_cells + j) * n_cells + k
-        lost = ~active_ccc.reshape(-1)[cell_W] & ((coarse_CCC[:-1, :-1, :-1].reshape(-1)[cell_W] > level) != above_W)
+        lost = ~active_ccc.reshape(-1)[cell_W] & (above_ccc.reshape(-1)[cell_W] != above_W)
         if lost.any():
             cells = np.unique(cell_W[lost])
             active_ccc.reshape(-1)[cells] = True
             n_witnessed += len(cells)
-    # A non-straddling coarse cell has all 8 corners on one side; its first corner decides.
-    fill_ccc = np.where(coarse_CCC[:-1, :-1, :-1] > level, level + fill_magnitude, level - fill_magnitude)
+    fill_ccc = np.where(above_ccc, level + fill_magnitude, level - fill_magnitude)
     values_RRR = to_fine(fill_ccc.astype(np.float32))
     values_P, evaluated_P = values_RRR.reshape(-1), to_fine(active_ccc).reshape(-1)
     new_P = np.flatnonzero(evaluated_P)
