@@ -104,7 +104,7 @@ def bench_codec(tokenizer, meshes, resolution: int, repeats: int, dense_shapes: 
     on a few shapes: is the coarse-to-fine mesh identical to the dense one (bit for bit)?"""
     encode_mesh(tokenizer, meshes[0])  # warm-up
     decode_tokens(tokenizer, encode_mesh(tokenizer, meshes[0]).tokens, resolution=resolution)
-    enc, dec, dec_bf16, dec_band, faces, evaluated, grown, shapes = [], [], [], [], [], [], [], []
+    enc, dec, dec_bf16, dec_band, faces, evaluated, grown, shapes, decoded = [], [], [], [], [], [], [], [], []
     for mesh in meshes:
         enc.append(median_time(lambda: encode_mesh(tokenizer, mesh), repeats, "encode"))
         shape = encode_mesh(tokenizer, mesh)
@@ -117,16 +117,16 @@ def bench_codec(tokenizer, meshes, resolution: int, repeats: int, dense_shapes: 
         dec_band.append(median_time(lambda: decode_tokens(tokenizer, shape.tokens, shape.transform,
                                                           resolution=resolution, band=BAND), 1, "decode_band"))
         out = decode_tokens(tokenizer, shape.tokens, shape.transform, resolution=resolution)
+        decoded.append(out)
         stats = out.metadata["extraction"]
         faces.append(len(out.faces))
         evaluated.append(stats["points_evaluated"])
         grown.append(stats["grown_points"])
     dense, same, same_band, missing_faces = [], [], [], []
-    for shape in shapes[:dense_shapes]:  # dense extraction is the slow reference
+    for shape, fast in list(zip(shapes, decoded))[:dense_shapes]:  # dense extraction is the slow reference
         t0 = time.perf_counter()
         reference = decode_tokens(tokenizer, shape.tokens, shape.transform, resolution=resolution, dense=True)
         dense.append(time.perf_counter() - t0)
-        fast = decode_tokens(tokenizer, shape.tokens, shape.transform, resolution=resolution)
         same.append(_same_mesh(reference, fast))
         missing_faces.append(len(reference.faces) - len(fast.faces))
         same_band.append(_same_mesh(reference, decode_tokens(tokenizer, shape.tokens, shape.transform,
@@ -226,7 +226,9 @@ def main() -> None:
     if args.meshes:
         import trimesh
 
-        paths = sorted(p for p in Path(args.meshes).iterdir() if p.suffix.lower() in {".obj", ".ply", ".stl", ".off", ".glb"})
+        from vat3d.commands.codec import MESH_SUFFIXES, _expand
+
+        paths = _expand([Path(args.meshes)], MESH_SUFFIXES)
         meshes = [trimesh.load(p, force="mesh") for p in paths[: args.shapes]]
         source = f"{args.meshes}: " + ", ".join(p.name for p in paths[: args.shapes])
     else:
