@@ -109,3 +109,11 @@ def test_stored_labels_are_right(prepared):
         points = data[f"{key}_points"].astype(np.float64)
         assert np.array_equal(compute_occupancy(mesh, points), data[f"{key}_labels"])
     assert data["near_counts"].sum() == len(data["near_points"]) and data["near_sigmas"].tolist() == pytest.approx([0.005, 0.02])
+
+
+def test_metadata_rows_carry_licences(prepared):
+    rows = {row["id"]: row for row in read_metadata(prepared)}
+    done = [row for row in rows.values() if row["status"] == "done"]
+    assert len(done) == 20 and {row["licence"] for row in done} == {"Apache-2.0"}
+    failed = [row for row in rows.values() if row["status"] == "failed"]
+    assert failed and {row["licence"] for row in failed} == {"unknown"}

@@ -262,3 +262,27 @@ def test_procedural_rows_carry_caption_and_family(tmp_path: Path):
         assert data["meta"]["caption"] == row["caption"]
         assert data["surface_points"].shape == (256, 3) and data["volume_points"].shape == (2048, 3)
         assert np.abs(data["surface_points"]).max() <= 0.951
+
+
+def test_licence_and_package_reach_the_metadata_table(tmp_path: Path):
+    folder = tmp_path / "two"
+    folder.mkdir()
+    trimesh.creation.box(extents=(1, 2, 3)).export(folder / "box.obj")
+    trimesh.creation.icosphere(subdivisions=1).export(folder / "ball.ply")
+    out = tmp_path / "out"
+    for source in (str(folder), "procedural:2"):
+        result = CliRunner().invoke(app, ["prepare", source, str(out), *SMALL_ARGS])
+        assert result.exit_code == 0, result.output
+    rows = read_metadata(out, status="done")
+    assert len(rows) == 4
+    by_source = {row["source"]: row for row in rows}
+    assert by_source["folder"]["licence"] == "unknown" and by_source["folder"]["package"] == ""
+    assert by_source["procedural"]["licence"] == "Apache-2.0" and by_source["procedural"]["package"] == "vat3d"
+    header = (out / "metadata.csv").read_text().splitlines()[0].split(",")
+    assert {"licence", "package", "package_version"} <= set(header)
+    meta = load_prepared(out / by_source["procedural"]["file"])["meta"]
+    assert meta["licence"] == "Apache-2.0"
+    pybullet_item = next(item for item in list_source("pybullet:named") if item.id == "pybullet-duck")
+    prepare_dataset([pybullet_item], out, **SMALL)
+    duck = {row["id"]: row for row in read_metadata(out)}["pybullet-duck"]
+    assert duck["licence"] == "Zlib" and duck["package"] == "pybullet" and duck["package_version"]

@@ -10,7 +10,13 @@ import typer
 
 def prepare(
     source: str = typer.Argument(
-        ..., help="A folder of meshes (recursive), a mesh file, procedural:N[:SEED], or pybullet[:random|:named]."
+        ...,
+        help=(
+            "A folder of meshes (recursive), a mesh file, procedural:N[:SEED], pybullet[:random|:named], or "
+            "package:NAME for the meshes an installed package ships (example-robot-data, metaworld, "
+            "gymnasium-robotics, airo-models, myosuite, myo-sim; package:all for every installed one). "
+            "Robots reserved for evaluation are always left out. See docs/data.md."
+        ),
     ),
     out_dir: Path = typer.Argument(..., help="Output folder (shapes/*.npz, metadata/*.jsonl); reruns resume."),
     num_surface: int = typer.Option(8192, help="Surface points (with normals) per shape."),
@@ -34,8 +40,9 @@ def prepare(
 ) -> None:
     """Prepare a dataset: normalise each mesh into the [-1,1] box, sample surface points with
     normals, label volume and near-surface points inside/outside (fast winding number), and
-    write one .npz per shape plus a metadata table. Bad inputs are recorded as failed and the
-    run goes on. Interrupted or sharded runs can be rerun: finished shapes are skipped."""
+    write one .npz per shape plus a metadata table (with each mesh's licence and package). Bad
+    inputs are recorded as failed and the run goes on. Interrupted or sharded runs can be
+    rerun: finished shapes are skipped."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,

@@ -18,7 +18,10 @@ from typing import Any
 
 METADATA_DIR = "metadata"
 
-#: The columns of every row, in order.
+#: The columns of every row, in order. ``licence`` is the mesh's licence (SPDX-like:
+#: "Apache-2.0" for procedural shapes, "Zlib" for pybullet_data, the package's or folder's
+#: licence, "unknown" for a folder given without one); ``package`` and ``package_version``
+#: name the distribution the mesh comes from ("" for folders).
 COLUMNS: list[str] = [
     "id",
     "source",
@@ -39,6 +42,9 @@ COLUMNS: list[str] = [
     "caption",
     "family",
     "class",
+    "licence",
+    "package",
+    "package_version",
     "seconds",
     "finished_at",
 ]

@@ -28,7 +28,8 @@ near_labels        uint8         ceil(Nn / 8) bytes, packed inside flags
 near_sigmas        float32       (S,) the sigmas, box units
 near_counts        int64         (S,) points per sigma (sum = Nn)
 transform          float64       (4,) centre xyz, scale: box = (original - centre) * scale
-meta               str (0-d)     JSON: id, source, caption, family, class, hashes, settings
+meta               str (0-d)     JSON: id, source, caption, family, class, licence, package,
+                                 hashes, settings
 =================  ============  ====================================================
 
 Labels are computed on the float16-rounded coordinates, so they are exact for the stored
@@ -197,6 +198,9 @@ def _base_row(item: SourceItem, settings: PrepareSettings) -> Row:
         "caption": item.caption,
         "family": item.family,
         "class": item.class_name,
+        "licence": item.licence,
+        "package": item.package,
+        "package_version": item.package_version,
         "seconds": 0.0,
         "finished_at": 0.0,
     }
@@ -266,6 +270,9 @@ def prepare_shape(
             "caption": row["caption"],
             "family": row["family"],
             "class": row["class"],
+            "licence": row["licence"],
+            "package": row["package"],
+            "package_version": row["package_version"],
             "content_hash": row["content_hash"],
             "settings_hash": row["settings_hash"],
             "settings": settings.to_dict(),
