@@ -10,15 +10,31 @@ import numpy as np
 import pytest
 
 from vat3d.data import FAMILIES, make_family, make_shape
-from vat3d.data.procedural import family_of_seed
+from vat3d.data.procedural import GENERATOR_VERSION, family_of_seed
 from vat3d.geometry import validate_mesh
 
 REQUIRED = {"box", "sphere", "cylinder", "cone", "torus", "capsule", "mug", "table", "chair", "bottle", "lamp", "gear", "ring"}
+MECHANICAL = {"plate", "profile", "vase", "knob", "pulley", "flange", "bracket", "link", "spur_gear", "internal_gear",
+              "gear_pair", "tray", "can", "sheet", "pipe", "tee"}
+ORGANIC = {"rock", "blob", "bone"}
+THIN = {"vase", "tray", "can", "sheet", "pipe"}  # walls of 1.5-4 % of the shape's size
 
 
 def test_families():
-    assert len(FAMILIES) >= 12 and len(set(FAMILIES)) == len(FAMILIES)
-    assert REQUIRED <= set(FAMILIES)
+    assert len(FAMILIES) >= 29 and len(set(FAMILIES)) == len(FAMILIES)
+    assert REQUIRED | MECHANICAL | ORGANIC <= set(FAMILIES)
+    assert FAMILIES[:19] == ["box", "sphere", "cylinder", "cone", "torus", "capsule", "mug", "table", "chair", "bottle",
+                             "lamp", "gear", "ring", "bowl", "dumbbell", "shelf", "arch", "blocks", "snowman"]
+
+
+def test_older_families_unchanged_by_new_ones():
+    """Adding families bumps GENERATOR_VERSION (content hashes) but keeps make_family's shapes."""
+    mug = make_family("mug", 0)
+    assert mug.params == {"radius": 0.389, "height": 0.559, "wall": 0.0212, "handle": True,
+                          "handle_radius_fraction": 0.3585, "handle_thickness": 0.0284}
+    assert mug.mesh.volume == pytest.approx(0.03860031559016749, rel=1e-9)
+    assert make_family("gear", 5).params == {"teeth": 22, "tooth_depth": 0.0512, "thickness": 0.3742, "bore_radius": 0.143}
+    assert GENERATOR_VERSION >= 2
 
 
 def test_family_balance():
@@ -39,6 +55,8 @@ def test_every_family_is_a_valid_solid_with_a_caption(family):
         assert isinstance(shape.caption, str) and len(shape.caption.split()) >= 2
         assert shape.caption == " ".join(shape.caption.split())  # no stray spaces
         assert shape.caption[0].islower() and not shape.caption.endswith(".")
+        assert len(mesh.faces) < 60_000
+        assert np.all(mesh.extents > 1e-3) and mesh.extents.max() < 3.0
 
 
 def _mesh_bytes(shape) -> bytes:
@@ -113,3 +131,66 @@ def test_unknown_family():
     with pytest.raises(ValueError):
         make_family("spaceship", 0)
     assert np.isfinite(make_shape(10**12).mesh.vertices).all()
+
+
+@pytest.mark.parametrize("family", sorted(MECHANICAL | ORGANIC))
+def test_new_families_deterministic_and_varied(family):
+    first, again, other = make_family(family, 11), make_family(family, 11), make_family(family, 12)
+    assert np.array_equal(first.mesh.vertices, again.mesh.vertices) and np.array_equal(first.mesh.faces, again.mesh.faces)
+    assert first.params == again.params and first.caption == again.caption
+    assert first.params != other.params
+    assert first.mesh.vertices.shape != other.mesh.vertices.shape or not np.allclose(first.mesh.vertices, other.mesh.vertices)
+
+
+def test_captions_are_family_specific():
+    owners = collections.defaultdict(set)
+    for family in FAMILIES:
+        captions = {make_family(family, seed).caption for seed in range(4)}
+        for caption in captions:
+            owners[caption].add(family)
+    assert all(len(families) == 1 for families in owners.values()), {c: f for c, f in owners.items() if len(f) > 1}
+
+
+@pytest.mark.parametrize("family", sorted(THIN))
+def test_thin_families_are_thin(family):
+    for seed in range(4):
+        mesh = make_family(family, seed).mesh
+        thickness = 2.0 * mesh.volume / mesh.area  # a thin shell's mean wall thickness
+        assert thickness < 0.06 * mesh.extents.max(), seed
+        assert mesh.volume < 0.4 * np.prod(mesh.extents), seed
+
+
+def test_new_captions_reflect_parameters():
+    gear = make_family("spur_gear", 2)
+    assert f"{gear.params['teeth']} teeth" in gear.caption
+    assert ("helical" in gear.caption) == gear.params["helical"]
+    ring = make_family("internal_gear", 1)
+    assert ring.caption.startswith("an internal ring gear with") and f"{ring.params['teeth']} teeth" in ring.caption
+    pair = _find("gear_pair", lambda p: p["kind"] == "pair")
+    assert f"{pair.params['teeth']} and {pair.params['teeth_2']} teeth" in pair.caption
+    assert pair.mesh.body_count == 2  # two meshing gears that do not touch
+    rack = _find("gear_pair", lambda p: p["kind"] == "rack and pinion")
+    assert f"{rack.params['pinion_teeth']}-tooth pinion" in rack.caption and rack.mesh.body_count == 2
+    flange = _find("flange", lambda p: p["kind"] == "blind")
+    assert flange.caption.startswith("a blind flange") and flange.mesh.euler_number == 2 - 2 * int(flange.params["bolts"])
+    assert "slot" in _find("link", lambda p: p["bosses"] == 2 and p["slot"]).caption
+    assert "three bosses" in _find("link", lambda p: p["bosses"] == 3).caption
+    pipe = _find("pipe", lambda p: p["ends"] == "flanged")
+    assert "flanged ends" in pipe.caption and pipe.mesh.euler_number == 0  # one bore through a single body
+    assert "cross" in _find("tee", lambda p: p["kind"] == "cross").caption
+    assert "dividers" in _find("tray", lambda p: p.get("dividers", 0) >= 2).caption
+    assert "tuber" in _find("blob", lambda p: p["kind"] == "tuber").caption
+    assert "broken face" in _find("rock", lambda p: p.get("broken_faces", 0) >= 1).caption
+    assert "U-channel" in _find("profile", lambda p: p["profile"] == "U").caption
+    for seed in range(30):  # articles: "an L-shaped", "an L bracket", "a U-channel"
+        for family in ("profile", "bracket"):
+            caption = make_family(family, seed).caption
+            assert not caption.startswith(("a L", "an U", "a I")), caption
+    assert _find("bracket", lambda p: p["outer_corner"] == "square").caption.startswith("an L bracket")
+
+
+def test_organic_shapes_are_single_smooth_bodies():
+    for family in ("rock", "blob", "bone"):
+        for seed in range(3):
+            mesh = make_family(family, seed).mesh
+            assert mesh.body_count == 1 and mesh.euler_number == 2, (family, seed)  # a sphere's topology
