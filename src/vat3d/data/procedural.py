@@ -29,8 +29,8 @@ import trimesh
 from manifold3d import CrossSection, JoinType, Manifold, Mesh64, OpType
 
 #: Bump when any family's geometry or the seed -> family mapping changes: it is part of the
-#: content hash of a shape. Version 2 added the mechanical and organic families (19 -> 38).
-GENERATOR_VERSION = 2
+#: content hash of a shape. Versions 2-3 added the mechanical and organic families (19 -> 38).
+GENERATOR_VERSION = 3
 
 #: Part of every family's parameter stream; unlike GENERATOR_VERSION it stays fixed so that
 #: ``make_family(family, seed)`` of the older families is unchanged when families are added.
@@ -823,7 +823,7 @@ def _make_vase(p: _Params) -> tuple[Manifold, str]:
     z_S = np.linspace(0.0, height, samples)
     size = max(height, 2.0 * float(r_S.max()))
     wall = wall_fraction * size
-    r_S = np.maximum(r_S, wall + 0.035)
+    r_S = np.maximum(r_S, max(wall + 0.035, 0.3 * float(r_S.max())))  # no waist pinched shut
     floor = 1.5 * wall
     inner_r = r_S - wall
     keep = z_S > floor
@@ -1095,7 +1095,7 @@ def _make_link(p: _Params) -> tuple[Manifold, str]:
     solid = solid - _union([_cylinder(2 * boss_height, bore * r, z0=-boss_height).translate((x, y, 0.0))
                             for (x, y), r in zip(centres, radii)])
     if bosses == 3:
-        caption = "a bell-crank link with three bosses with holes"
+        caption = "a bell-crank link with three bored bosses"
     else:
         shape = {"straight": "straight", "tapered": "tapered", "dogbone": "waisted"}[bar]
         caption = f"a robot arm link with a {shape} bar between two bored bosses"
@@ -1340,7 +1340,8 @@ def _make_sheet(p: _Params) -> tuple[Manifold, str]:
     name = {"angle": "a bent sheet-metal angle", "channel": "a U-shaped sheet-metal channel", "z": "a Z-shaped bent sheet",
             "hat": "a hat-section sheet-metal profile", "zigzag": f"a zigzag sheet with {_count_word(len(signs))} bends"}[pattern]
     if holes:
-        name += " with one hole" if holes == 1 else f" with {_count_word(holes)} holes"
+        name += " and" if " with " in name else " with"
+        name += " one hole" if holes == 1 else f" {_count_word(holes)} holes"
     return solid, name
 
 
