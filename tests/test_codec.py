@@ -24,6 +24,9 @@ from vat3d.codec import (
     encode_mesh,
     read_tokens,
 )
+from vat3d.codec.bitpack import bits_for_codebook, packed_size
+from vat3d.codec.vatfile import implicit_scale_sizes, schedule_kind, vat_overhead
+from vat3d.models.quantizer import default_scale_sizes
 from vat3d.models.tokenizer import VATokenizer
 
 CENTER = np.array([10.0, -4.0, 2.5])
@@ -91,8 +94,11 @@ def test_api_round_trip_tokens_and_transform(files, model):
     vat, transform = read_tokens(model, shape.data)
     assert vat.complete and len(vat.tokens) == len(model.scale_sizes)
     assert all(np.array_equal(a, b) for a, b in zip(shape.tokens, vat.tokens))
-    np.testing.assert_allclose(transform.center, CENTER, atol=1e-5)
-    assert shape.num_bytes == len(shape.data) < 60 + sum(model.scale_sizes)
+    # the file stores the centre to 2**-14 box units: 1 / (16384 * scale) original units
+    assert np.abs(transform.center - shape.transform.center).max() <= 2.0**-14 / transform.scale * (1 + 1e-9)
+    assert transform.scale == np.float32(shape.transform.scale)
+    payload = sum(packed_size(n, bits_for_codebook(model.codebook_size)) for n in model.scale_sizes)
+    assert shape.num_bytes == len(shape.data) == payload + 29  # header 22 (a 3 + 3 + 2 byte centre) + 7 checks
 
 
 def test_decode_lands_in_original_coordinates(files, model, monkeypatch):
@@ -129,7 +135,8 @@ def test_wrong_model_is_an_error_naming_both(files, model):
     data = encode_mesh(model, files["sphere"]).data
     with pytest.raises(VatModelMismatch) as info:
         read_tokens(other, data)
-    assert model.fingerprint() in str(info.value) and other.fingerprint() in str(info.value)
+    # the file keeps the first 4 bytes of the model's fingerprint; the loaded model's is shown in full
+    assert model.fingerprint()[:8] in str(info.value) and other.fingerprint() in str(info.value)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -222,7 +229,7 @@ def test_cli_wrong_model_names_both_fingerprints(files, model, tmp_path):
     other = VATokenizer.from_pretrained(files["other"]).fingerprint()
     result = run("decode", files["other"], tmp_path / "s.vat", "-o", tmp_path / "s.obj", "--resolution", "16")
     assert result.exit_code != 0
-    assert model.fingerprint() in result.output and other in result.output
+    assert model.fingerprint()[:8] in result.output and other in result.output
     assert not (tmp_path / "s.obj").exists()
 
 
@@ -270,3 +277,46 @@ def test_fingerprint_cache_follows_weight_changes(monkeypatch):
     assert model_fingerprint_bytes(model) == bytes.fromhex(model.fingerprint()) != first
     model.load_state_dict(make_tokenizer(3).state_dict())
     assert model_fingerprint_bytes(model) == first
+
+
+# ---------------------------------------------------------------------------- .vat size and schedule
+
+
+@pytest.mark.parametrize("mode", ["2d", "1d"])
+def test_implicit_schedule_equals_the_model_rule(mode):
+    """The .vat reader derives a schedule from its number of latents with the model's own rule."""
+    listed = [1, 4, 16, 36, 64, 100, 144, 196, 256, 576, 1024]
+    others = [side * side for side in range(1, 257)] if mode == "2d" else list(range(1, 3000)) + [65535, 65536]
+    for m in listed + others:
+        assert implicit_scale_sizes(m, mode) == tuple(default_scale_sizes(m, mode)), m
+    with pytest.raises(ValueError):
+        implicit_scale_sizes(50, "2d")
+    with pytest.raises(ValueError):
+        default_scale_sizes(50, "2d")
+
+
+def test_model_schedules_are_stored_implicitly(model):
+    assert schedule_kind(model.scale_sizes) == "2d"
+
+
+def _shipped_tokenizer():
+    from vat3d.pretrained import load_tokenizer, shipped_path
+
+    if not (shipped_path("tokenizer") / "config.json").is_file():
+        pytest.skip("the shipped tokenizer is not in the package")
+    return load_tokenizer("default")
+
+
+def test_shipped_model_file_is_at_most_512_bytes():
+    """The issue's target: a raw .vat file of the default model <= 512 B, at most 32 B of it overhead."""
+    tokenizer = _shipped_tokenizer()
+    meshes = [trimesh.creation.icosphere(subdivisions=3, radius=RADIUS).apply_translation(CENTER),
+              trimesh.creation.box(extents=(40.0, 10.0, 20.0)).apply_translation((-100.0, 5.0, 0.0)),
+              trimesh.creation.capsule(height=1.0, radius=0.3)]
+    payload = sum(packed_size(n, bits_for_codebook(tokenizer.codebook_size)) for n in tokenizer.scale_sizes)
+    for mesh in meshes:
+        shape = encode_mesh(tokenizer, mesh)
+        vat, transform = read_tokens(tokenizer, shape.data)
+        assert vat.complete and all(np.array_equal(a, b) for a, b in zip(vat.tokens, shape.tokens))
+        assert len(shape.data) <= 512
+        assert len(shape.data) - payload == vat_overhead(vat.header) <= 32

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import TINY_TOKENIZER
 from vat3d.cli import app
 from vat3d.codec import EntropyGeneratorRequired, VatModelMismatch, VatTruncatedWarning, read_tokens, tokens_to_bytes
-from vat3d.codec.entropy import entropy_bytes, entropy_decode, entropy_encode, token_information
+from vat3d.codec.entropy import check_generator, entropy_bytes, entropy_decode, entropy_encode, token_information
 from vat3d.codec.vatfile import decode_vat_header
 from vat3d.models.generator import NextScaleGenerator
 from vat3d.models.tokenizer import VATokenizer
@@ -107,7 +107,9 @@ def test_truncated_entropy_file_decodes_a_prefix(tokenizer, generator):
     tokens = as_list(generator.generate(batch_size=1, seed=5), 0)
     data = tokens_to_bytes(tokenizer, tokens, generator=generator)
     header = decode_vat_header(data)
-    assert header.coding == "entropy" and header.generator_fingerprint.hex() == generator.fingerprint()
+    # a .vat file keeps the first 4 bytes of each fingerprint
+    assert header.coding == "entropy" and header.generator_fingerprint.hex() == generator.fingerprint()[:8]
+    assert header.model_fingerprint.hex() == tokenizer.fingerprint()[:8]
     vat, _ = read_tokens(tokenizer, data, generator=generator)
     assert vat.complete and same(vat.tokens, tokens)
     K = generator.num_scales
@@ -132,14 +134,24 @@ def test_truncated_entropy_file_decodes_a_prefix(tokenizer, generator):
     assert counts == set(range(1, K))
 
 
+def test_check_generator_accepts_the_4_bytes_a_file_keeps(tokenizer, generator):
+    full = bytes.fromhex(tokenizer.fingerprint())
+    for fp in (full, full[:4]):
+        check_generator(generator, fp, tokenizer.scale_sizes, tokenizer.codebook_size)
+    other = bytes.fromhex(make_tokenizer(5).fingerprint())
+    for fp in (other, other[:4]):
+        with pytest.raises(ValueError, match="was trained on tokenizer"):
+            check_generator(generator, fp, tokenizer.scale_sizes, tokenizer.codebook_size)
+
+
 def test_wrong_generator_is_refused(tokenizer, generator):
     tokens = as_list(generator.generate(batch_size=1, seed=5), 0)
     data = tokens_to_bytes(tokenizer, tokens, generator=generator)
     other = make_generator(tokenizer, 9)
     with pytest.raises(VatModelMismatch) as info:
         read_tokens(tokenizer, data, generator=other)
-    assert generator.fingerprint() in str(info.value) and other.fingerprint() in str(info.value)
-    with pytest.raises(EntropyGeneratorRequired, match=generator.fingerprint()):
+    assert generator.fingerprint()[:8] in str(info.value) and other.fingerprint() in str(info.value)
+    with pytest.raises(EntropyGeneratorRequired, match=generator.fingerprint()[:8]):
         read_tokens(tokenizer, data)
     # a generator trained on another tokenizer is refused on both sides
     foreign = make_generator(make_tokenizer(5), 1)
@@ -225,13 +237,13 @@ def test_cli_entropy_encode_decode(tmp_path, tokenizer, memorised, monkeypatch):
     assert result.exit_code == 0, result.output
     data = (tmp_path / "m.vat").read_bytes()
     header = decode_vat_header(data)
-    assert header.coding == "entropy" and header.generator_fingerprint.hex() == g.fingerprint()
+    assert header.coding == "entropy" and header.generator_fingerprint.hex() == g.fingerprint()[:8]
     monkeypatch.setattr("vat3d.pretrained.SHIPPED", {"tokenizer": "none", "generator": "none"})
     result = run("decode", tmp_path / "tok", tmp_path / "m.vat", "-o", tmp_path / "a.obj", "--resolution", "16")
-    assert result.exit_code != 0 and "--entropy" in result.output and g.fingerprint() in result.output
+    assert result.exit_code != 0 and "--entropy" in result.output and g.fingerprint()[:8] in result.output
     result = run("decode", tmp_path / "tok", tmp_path / "m.vat", "-o", tmp_path / "a.obj", "--resolution", "16",
                  "--entropy", tmp_path / "gen2")
-    assert result.exit_code != 0 and g.fingerprint() in result.output
+    assert result.exit_code != 0 and g.fingerprint()[:8] in result.output
     assert NextScaleGenerator.from_pretrained(tmp_path / "gen2").fingerprint() in result.output
     result = run("decode", tmp_path / "tok", tmp_path / "m.vat", "-o", tmp_path / "a.obj", "--resolution", "16",
                  "--entropy", tmp_path / "gen")

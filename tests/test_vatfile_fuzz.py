@@ -26,6 +26,9 @@ from vat3d.codec.vatfile import (
     decode_vat_payloads,
     encode_vat,
     encode_vat_payloads,
+    crc8,
+    implicit_scale_sizes,
+    schedule_kind,
     vat_file_size,
 )
 
@@ -53,7 +56,8 @@ FUZZ = settings(
 def _seed_files() -> list[bytes]:
     rng = np.random.default_rng(7)
     files = []
-    cases = [(64, VAT_SCHEDULE), (4096, VAT_SCHEDULE), (2, (1, 4, 9)), (1000, (1, 4, 9, 16)), (65536, (3,))]
+    cases = [(64, VAT_SCHEDULE), (4096, VAT_SCHEDULE), (2, (1, 4, 9)), (1000, (1, 4, 9, 16)), (65536, (3,)),
+             (1024, (1, 4, 9, 16, 25, 36, 64)), (100, (1, 2, 4, 8, 13))]
     for V, sched in cases:
         toks = [rng.integers(0, V, n) for n in sched]
         files.append(
@@ -62,6 +66,9 @@ def _seed_files() -> list[bytes]:
     # A deliberately stored prefix.
     toks = [rng.integers(0, 4096, n) for n in VAT_SCHEDULE[:3]]
     files.append(encode_vat(toks, model_fingerprint=FP, codebook_size=4096, scale_sizes=VAT_SCHEDULE))
+    # A centre too far off for the quantised form (stored as float64).
+    toks = [rng.integers(0, 64, n) for n in (1, 4)]
+    files.append(encode_vat(toks, model_fingerprint=FP, codebook_size=64, scale_sizes=(1, 4), center=(1e9, 0, 1)))
     # Entropy-coded containers.
     h = VatHeader(FP, 4096, VAT_SCHEDULE, coding="entropy", generator_fingerprint=GEN_FP)
     files.append(encode_vat_payloads(h, [rng.bytes(int(n) // 2) for n in VAT_SCHEDULE]))
@@ -154,8 +161,8 @@ def mutated_files(draw):
             del data[pos : pos + int(rng.integers(1, 9))]
         elif op == "truncate":
             del data[int(rng.integers(0, n + 1)) :]
-        elif op == "varint":  # the varint fields start at offset 7
-            at = int(rng.integers(7, max(min(40, n), 8)))
+        elif op == "varint":  # the varint fields start at offset 4
+            at = int(rng.integers(4, max(min(30, n), 5)))
             data[at : at + int(rng.integers(0, 4))] = draw(st.sampled_from(HUGE_VARINTS))
         elif op == "overwrite" and n:
             chunk = rng.bytes(int(rng.integers(1, 33)))
@@ -172,7 +179,9 @@ def test_fuzz_mutated_files(data):
 
 
 @settings(FUZZ, max_examples=1000)
-@given(data=st.one_of(st.binary(max_size=3000), st.binary(max_size=600).map(lambda b: b"VAT3\x01" + b)))
+@given(data=st.one_of(st.binary(max_size=3000), st.binary(max_size=600).map(lambda b: b"VT\x40" + b),
+                     st.binary(max_size=600).map(lambda b: b"VT" + b),
+                     st.binary(max_size=60).map(lambda b: b"VAT3" + b)))
 def test_fuzz_random_bytes(data):
     decode_traced(data)
 
@@ -191,9 +200,13 @@ def _varint(v: int) -> bytes:
             return bytes(out)
 
 
+def _zigzag(q: int) -> int:
+    return 2 * q if q >= 0 else -2 * q - 1
+
+
 def _with_checks(fields: bytes, payloads: list[bytes], stored: int) -> bytes:
     out = bytearray(fields)
-    out += struct.pack("<H", zlib.crc32(out) & 0xFFFF)
+    out.append(crc8(fields))
     for k, p in enumerate(payloads):
         out += p
         crc = zlib.crc32(out)
@@ -202,8 +215,8 @@ def _with_checks(fields: bytes, payloads: list[bytes], stored: int) -> bytes:
 
 
 BREAKABLE = [
-    "none", "none", "version", "flags", "V", "bits", "num_scales", "size", "total",
-    "stored", "transform", "lengths", "padding", "tokens", "varint",
+    "none", "none", "none", "version", "flags", "reserved", "kind", "V", "bits", "num_scales", "size", "total",
+    "side", "latents", "stored", "transform", "center", "lengths", "padding", "tokens", "varint", "canonical",
 ]
 
 
@@ -215,44 +228,84 @@ def crafted_files(draw):
     """
     broken = draw(st.sampled_from(BREAKABLE))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    version, flags = 1, int(rng.choice([0, 1, 2, 3]))
+    version, flags = 2, int(rng.choice([0, 1, 2, 3]))
     V = int(rng.choice([2, 3, 64, 100, 1000, 4096, 5000, 65536]))
     bits = bits_for_codebook(V)
-    sizes = [int(n) for n in rng.integers(1, 50, int(rng.integers(1, 7)))]
+    shape = int(rng.integers(3))
+    if shape == 0:  # an implicit 2d schedule
+        sizes = list(implicit_scale_sizes(int(rng.integers(1, 8)) ** 2))
+    elif shape == 1:  # an implicit 1d schedule
+        sizes = list(implicit_scale_sizes(int(rng.integers(1, 50)), "1d"))
+    else:
+        sizes = [int(n) for n in rng.integers(1, 50, int(rng.integers(1, 7)))]
     stored = int(rng.integers(1, len(sizes) + 1))
-    transform = [float(x) for x in rng.normal(size=3)] + [float(rng.uniform(0.1, 5))]
+    scale = float(np.float32(rng.uniform(0.1, 5)))
+    center_q = [int(q) for q in rng.integers(-20000, 20000, 3)]
+    center_f64 = None
+    token_extra, explicit_v, canonical_break = 0, V != 1 << bits, None
     varint = _varint
     if broken == "version":
-        version = draw(st.sampled_from([0, 2, 3, 255]))
+        version = draw(st.sampled_from([0, 1, 3, 7]))
     elif broken == "flags":
-        flags |= draw(st.sampled_from([4, 8, 0x40, 0x80]))
+        flags |= 0x10
+    elif broken == "reserved":
+        token_extra = 0x80
+    elif broken == "kind":
+        token_extra = 0x30  # schedule kind 3
     elif broken == "V":
-        V = draw(st.sampled_from([0, 1, 65537, (1 << 28) - 1]))
+        V, explicit_v = draw(st.sampled_from([0, 1, 65537, (1 << 28) - 1])), True
+        bits = min(max(bits_for_codebook(max(V, 1)), 1), 16)
     elif broken == "bits":
-        bits = draw(st.sampled_from([0, 17, 255, bits - 1, bits + 1]))
+        bits, explicit_v = draw(st.sampled_from([b for b in (bits - 1, bits + 1) if 1 <= b <= 16] or [2])), True
     elif broken == "num_scales":
-        sizes = [1] * draw(st.sampled_from([65, 100]))
+        sizes, shape = [1] * draw(st.sampled_from([65, 100])), 2
         stored = 1
     elif broken == "size":
         sizes[int(rng.integers(len(sizes)))] = draw(st.sampled_from([0, 65537, 1 << 20, (1 << 28) - 1]))
-        stored = len(sizes)
+        stored, shape = len(sizes), 2
     elif broken == "total":
-        sizes, stored = [65536] * 17, 1
+        sizes, stored, shape = [65536] * 17, 1, 2
+    elif broken == "side":
+        shape, sizes, stored = 3, [1], 1
+    elif broken == "latents":
+        shape, sizes, stored = 4, [1], 1
     elif broken == "stored":
-        stored = draw(st.sampled_from([0, len(sizes) + 1, 1000]))
+        stored = draw(st.sampled_from([0, len(sizes), len(sizes) + 1, 1000]))
+        flags |= 4
     elif broken == "transform":
-        transform[int(rng.integers(4))] = draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+        scale = draw(st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0]))
+    elif broken == "center":
         if draw(st.booleans()):
-            transform[3] = draw(st.sampled_from([0.0, -0.0, -1.0]))
+            center_q[int(rng.integers(3))] = draw(st.sampled_from([1 << 34, -(1 << 34), (1 << 34) + 5]))
+        else:
+            center_f64 = [0.0, 0.0, 0.0]
+            center_f64[int(rng.integers(3))] = draw(st.sampled_from([math.nan, math.inf, -math.inf]))
     elif broken == "lengths":
         flags |= 1
     elif broken in ("padding", "tokens"):
         flags &= ~1
     elif broken == "varint":
         varint = draw(st.sampled_from([_noncanonical_varint, _overlong_varint]))
+    elif broken == "canonical":
+        canonical_break = draw(st.sampled_from(["V", "schedule", "center"]))
+    if shape in (0, 1, 2) and broken != "canonical":  # the writer's form of the schedule
+        shape = {"2d": 0, "1d": 1, None: 2}[schedule_kind(sizes)]
+    if canonical_break == "V":
+        explicit_v = True
+        if V != 1 << bits:
+            broken = "none"  # V is stored explicitly anyway
+    elif canonical_break == "schedule":
+        shape = 2 if shape in (0, 1) else shape
+        if schedule_kind(sizes) is None:
+            sizes = list(implicit_scale_sizes(4))
+            stored = min(stored, len(sizes))
+    elif canonical_break == "center":
+        center_f64 = [q / (8192 * scale) for q in center_q]
+    if stored < len(sizes):
+        flags |= 4
     entropy = bool(flags & 1)
     b = min(max(bits, 1), 16)
-    n_store = min(stored, len(sizes))
+    n_store = max(0, min(stored, len(sizes)))
     lengths = []
     if entropy:
         lengths = [int(rng.integers(0, 4 * min(n, 64) + 64)) for n in sizes[:n_store]] + [0] * (stored - n_store)
@@ -274,11 +327,35 @@ def crafted_files(draw):
                 payloads[k] = bytes(p)
             else:
                 broken = "none"
-    fields = bytearray(b"VAT3" + bytes([version, flags, bits]))
-    fields += varint(V) + varint(len(sizes)) + b"".join(varint(n) for n in sizes) + varint(stored)
-    fields += FP + struct.pack("<4f", *transform)
+        elif broken == "tokens" and V == 1 << b:
+            broken = "none"  # every representable index is valid
+    if center_f64 is not None:
+        flags |= 8
+    kind = {0: 0, 1: 1, 2: 2, 3: 0, 4: 1}[shape]
+    fields = bytearray(b"VT" + bytes([version << 5 | flags]))
+    fields.append((b - 1) | kind << 4 | (0x40 if explicit_v else 0) | token_extra)
+    if explicit_v:
+        fields += varint(V)
+    if shape == 0:
+        fields += varint(math.isqrt(sizes[-1]))
+    elif shape == 1:
+        fields += varint(sizes[-1])
+    elif shape == 2:
+        fields += varint(len(sizes)) + b"".join(varint(n) for n in sizes)
+    elif shape == 3:
+        fields += varint(draw(st.sampled_from([0, 257, 1000])))
+    else:
+        fields += varint(draw(st.sampled_from([0, 65537, (1 << 28) - 1])))
+    if flags & 4:
+        fields += varint(stored)
+    fields += FP[:4]
     if flags & 2:
-        fields += GEN_FP
+        fields += GEN_FP[:4]
+    fields += struct.pack("<f", scale)
+    if center_f64 is not None:
+        fields += struct.pack("<3d", *center_f64)
+    else:
+        fields += b"".join(_varint(_zigzag(q)) for q in center_q)
     fields += b"".join(varint(n) for n in lengths)
     data = _with_checks(bytes(fields), payloads, stored)
     truncated = draw(st.integers(0, 3)) == 0
@@ -302,7 +379,7 @@ def test_fuzz_crafted_headers_with_valid_checksums(case):
     outcome = decode_traced(data)
     if truncated:
         return
-    coding_entropy = data[5] & 1 if len(data) > 5 else 0
+    coding_entropy = data[2] & 1 if len(data) > 2 else 0
     if broken == "none":
         assert outcome == ("error/ok" if coding_entropy else "ok/ok")
     elif broken != "tokens":
@@ -320,7 +397,7 @@ def valid_inputs(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     tokens = [rng.integers(0, V, n) for n in schedule[:stored]]
-    center = draw(st.tuples(*[st.floats(-1e6, 1e6, width=32)] * 3))
+    center = draw(st.tuples(*[st.one_of(st.floats(-1e6, 1e6, width=32), st.floats(-1e300, 1e300))] * 3))
     scale = draw(st.floats(2.0**-20, 2.0**20, width=32))
     return V, schedule, tokens, center, scale
 
@@ -332,7 +409,11 @@ def test_fuzz_roundtrip_and_truncated_prefix(inp, cut):
     data = encode_vat(tokens, model_fingerprint=FP, codebook_size=V, scale_sizes=schedule, center=center, scale=scale)
     f = decode_vat(data, expected_fingerprint=FP)
     assert f.complete and len(data) == vat_file_size(f.header)
-    assert f.header.center == tuple(center) and f.header.scale == scale
+    assert f.header.center == VatHeader(FP, V, schedule, center=center, scale=scale).center and f.header.scale == scale
+    if f.header.center_quantized:  # at most 2**-14 box units off
+        assert max(abs(a - b) * scale for a, b in zip(f.header.center, center)) <= 2.0**-14 + 2.0**-30
+    else:
+        assert f.header.center == tuple(center) and max(abs(c) * scale for c in center) >= 2.0**21 - 1
     for a, b in zip(f.tokens, tokens, strict=True):
         np.testing.assert_array_equal(a, b)
     # Any prefix decodes to a prefix of the scales, or fails cleanly if no scale is whole.
@@ -353,9 +434,15 @@ def test_crafted_huge_claims_allocate_nothing_big():
     """Headers claiming the maximum sizes, with almost no data behind them."""
     huge = (65536,) * 16  # exactly the 2**20 token cap
     for flags, extra in [(0, b""), (1, b"".join(_varint(4 * 65536 + 64) for _ in huge))]:
-        fields = b"VAT3" + bytes([1, flags, 16]) + _varint(65536) + _varint(16)
-        fields += b"".join(_varint(n) for n in huge) + _varint(16) + FP + struct.pack("<4f", 0, 0, 0, 1) + extra
+        fields = b"VT" + bytes([0x40 | flags, 15 | 0x20]) + _varint(16)
+        fields += b"".join(_varint(n) for n in huge) + FP[:4] + struct.pack("<f", 1.0) + bytes(3) + extra
         data = _with_checks(fields, [], 16) + bytes(100)
         decode_traced(data)
         with pytest.raises(VatFormatError, match="truncated"):
             decode_vat_payloads(data)
+    # the largest implicit schedule: a 256 x 256 latent grid
+    fields = b"VT" + bytes([0x40, 15]) + _varint(256) + FP[:4] + struct.pack("<f", 1.0) + bytes(3)
+    data = _with_checks(fields, [], 8) + bytes(2)  # scale 0 (1 token, 2 bytes) without its check
+    decode_traced(data)
+    with pytest.raises(VatFormatError, match="truncated"):
+        decode_vat_payloads(data)

@@ -26,6 +26,7 @@ from vat3d.codec.vatfile import (
     decode_vat,
     decode_vat_header,
     encode_vat,
+    fingerprint_matches,
 )
 from vat3d.geometry.io import load_mesh
 from vat3d.geometry.marching import extract_surface
@@ -50,6 +51,9 @@ class EncodedShape:
 
 def model_fingerprint_bytes(model) -> bytes:
     """The model's 8-byte fingerprint, cached on the model until a weight changes.
+
+    A ``.vat`` file keeps its first 4 bytes (``vatfile.FINGERPRINT_BYTES``); readers compare
+    those, and mismatch errors show the file's 4 bytes next to the model's full fingerprint.
 
     ``fingerprint()`` hashes every weight (tens of ms for a small model); the cache key is each
     state tensor's identity and in-place version counter, so training or loading weights
@@ -143,7 +147,7 @@ def read_tokens(model, data: bytes, *, max_scales: int | None = None, generator=
     fingerprint = model_fingerprint_bytes(model)
     header = decode_vat_header(data)
     if header.coding == "entropy":
-        if header.model_fingerprint != fingerprint:
+        if not fingerprint_matches(header.model_fingerprint, fingerprint):
             raise VatModelMismatch(header.model_fingerprint, fingerprint, "model")
         if generator is None:
             raise EntropyGeneratorRequired(
