@@ -102,3 +102,35 @@ def test_two_process_ddp_on_cpu(eight_shapes, tmp_path):
     assert (run / "model" / "model.safetensors").is_file()
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
     assert any(r.get("val/vol_iou") for r in rows)
+
+
+def test_init_from_warm_starts_and_refuses_another_architecture(eight_shapes, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(first), "--max-steps", "8",
+            "--set", "training.quantize_start_step=4", "--set", "training.val_every_n_steps=100"])
+    # lr 0: the warm-started run must export exactly the weights it started from, trained quantized
+    result = runner.invoke(app, ["train-tokenizer", *COMMON, "--data", str(eight_shapes), "--run-dir", str(second),
+                                 "--max-steps", "3", "--init-from", str(first / "model"), "--set", "training.lr=0",
+                                 "--set", "model.dead_code_threshold=0",
+                                 "--set", "training.val_every_n_steps=100"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "initialised from" in result.output and "k-means" not in result.output
+    a, b = _weights(first / "model"), _weights(second / "model")
+    assert a.keys() == b.keys()
+    for key in a:
+        if key != "quantizer.code_usage":  # a running usage statistic, updated by every training step
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    bad = runner.invoke(app, ["train-tokenizer", *COMMON, "--data", str(eight_shapes), "--run-dir",
+                              str(tmp_path / "bad"), "--max-steps", "2", "--init-from", str(first / "model"),
+                              "--set", "model.plane_channels=8"])
+    assert bad.exit_code != 0 and "does not fit" in bad.output
+
+
+def test_precision_auto_follows_the_hardware():
+    from vat3d.training.common import cpu_has_native_bf16, default_precision, resolve_precision
+
+    assert resolve_precision("32", "bf16-mixed") == "32"
+    assert resolve_precision(None, "bf16-mixed") == "bf16-mixed"
+    assert resolve_precision(None, "auto") == resolve_precision() == default_precision()
+    if not torch.cuda.is_available():
+        assert default_precision() == ("bf16-mixed" if cpu_has_native_bf16() else "32")

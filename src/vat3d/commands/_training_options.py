@@ -14,7 +14,7 @@ DEVICES = typer.Option("auto", help="Lightning --devices: a count, a list like 0
 NUM_NODES = typer.Option(1, help="Lightning --num-nodes.")
 STRATEGY = typer.Option("auto", help="auto, ddp, ddp_spawn or fsdp.")
 ACCELERATOR = typer.Option("auto", help="auto, cpu, gpu.")
-PRECISION = typer.Option(None, help="bf16-mixed, 16-mixed, 32 (default: the config's, else bf16-mixed).")
+PRECISION = typer.Option(None, help="bf16-mixed, 16-mixed, 32 or auto (default: the config's; auto: bf16 where the hardware computes it natively, else 32).")
 RESUME = typer.Option("auto", help="auto (the run's last.ckpt if any), none, or a checkpoint path.")
 SET = typer.Option([], "--set", help="Override a config value: section.key=value (repeatable).")
 PROGRESS = typer.Option(True, help="Show the progress bar.")

@@ -25,6 +25,9 @@ def train_tokenizer(
     resume: str = opts.RESUME,
     set_: list[str] = opts.SET,
     progress: bool = opts.PROGRESS,
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Start from this tokenizer's weights "
+                                            "(a folder or 'default'); its architecture must equal the config's. "
+                                            "A quantized model trains quantized from step 0."),
 ) -> None:
     """Train the tokenizer; writes checkpoints, TensorBoard/CSV logs, PNG previews and, at the end,
     the model as config.json + model.safetensors in RUN_DIR/model."""
@@ -52,7 +55,21 @@ def train_tokenizer(
         raise typer.BadParameter(f"prepared data folder {data_cfg['root']!r} not found: run `vat3d prepare` first",
                                  param_hint="--data")
     pl.seed_everything(merged(TRAINING_DEFAULTS, train_cfg)["seed"], workers=True, verbose=False)  # also the init
+    if init_from is not None:
+        from vat3d.pretrained import load_tokenizer
+
+        source = load_tokenizer(init_from)
+        if bool(source.quantizer.initialized) and not any(s.startswith("training.quantize_start_step=")
+                                                          for s in set_):
+            train_cfg["quantize_start_step"] = 0  # its codebook is trained: no continuous phase, no k-means
     module = TokenizerModule(cfg["model"], train_cfg)
+    if init_from is not None:
+        try:
+            module.model.load_state_dict(source.state_dict())
+        except RuntimeError as error:
+            raise typer.BadParameter(f"{init_from} does not fit the config's model: {error}",
+                                     param_hint="--init-from") from error
+        typer.echo(f"initialised from {init_from}")
     tcfg = module.cfg
     datamodule = TokenizerDataModule(**data_cfg, seed=tcfg["seed"], max_steps=tcfg["max_steps"])
     run_dir.mkdir(parents=True, exist_ok=True)
