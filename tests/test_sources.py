@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import trimesh
 
@@ -231,3 +232,62 @@ def test_collada_file_loads(tmp_path: Path):
 
     with pytest.raises(MeshError):
         load_collada(bad)
+
+
+# --------------------------------------------------------------------------- augmented items
+
+
+def test_augmented_items_are_seeded_by_id_and_join_other_items():
+    from vat3d.data.sources import augmented_items, load_item, procedural_items
+
+    items = procedural_items(4, start_seed=40)
+    variants = augmented_items(items, "rot,parts=2-3", 2, seed=5)
+    assert [v.id for v in variants[:2]] == [f"{items[0].id}-aug00", f"{items[0].id}-aug01"]
+    # a variant's seed and parts depend on its id only, not on the order of the other items
+    again = {v.id: v for v in augmented_items(list(reversed(items)), "rot,parts=2-3", 2, seed=5)}
+    for v in variants:
+        assert v.augment_seed == again[v.id].augment_seed
+        assert 1 <= len(v.parts) <= 2 and all(p.id != v.id.rsplit("-aug", 1)[0] for p in v.parts)
+    assert len({v.augment_seed for v in variants}) == len(variants)
+    assert augmented_items(items, "rot", 1, seed=6)[0].augment_seed != augmented_items(items, "rot", 1)[0].augment_seed
+    with pytest.raises(ValueError, match="asks for nothing"):
+        augmented_items(items, "none", 1)
+    with pytest.raises(ValueError, match="copies"):
+        augmented_items(items, "rot", 0)
+    with pytest.raises(ValueError, match="at least 2"):
+        augmented_items(items[:1], "parts=2", 1)
+
+
+def test_augmented_item_loads_a_rotated_copy_and_hashes_apart():
+    from vat3d.data.sources import augmented_items, content_hash, load_item, procedural_items
+
+    base = procedural_items(1, start_seed=43)[0]
+    rotated = augmented_items([base], "rot", 2)
+    mesh, first, second = load_item(base).mesh, load_item(rotated[0]).mesh, load_item(rotated[1]).mesh
+    assert first.volume == pytest.approx(mesh.volume, rel=1e-6)  # a rotation keeps the volume
+    assert not np.allclose(first.vertices, mesh.vertices)
+    assert not np.allclose(first.vertices, second.vertices)
+    np.testing.assert_array_equal(load_item(rotated[0]).mesh.vertices, first.vertices)  # deterministic
+    hashes = {content_hash(base), content_hash(rotated[0]), content_hash(rotated[1])}
+    assert len(hashes) == 3
+    joined = augmented_items(procedural_items(3, start_seed=43), "parts=2", 1)[0]
+    loaded = load_item(joined)
+    assert " joined to " in loaded.caption and loaded.mesh.volume > mesh.volume * 0.5
+
+
+def test_prepare_cli_writes_augmented_copies(tmp_path):
+    from typer.testing import CliRunner
+
+    from vat3d.cli import app
+    from vat3d.data.metadata import read_metadata
+
+    out = tmp_path / "aug"
+    result = CliRunner().invoke(app, ["prepare", "procedural:2:40", str(out), "--augment", "rot=up,mirror=1",
+                                      "--copies", "2", "--num-surface", "128", "--num-volume", "256",
+                                      "--num-near", "256", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = read_metadata(out)
+    assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+    assert {r["augment"] for r in rows} == {"rot=up,mirror=1"}
+    bad = CliRunner().invoke(app, ["prepare", "procedural:2", str(tmp_path / "bad"), "--augment", "twirl"])
+    assert bad.exit_code != 0 and "unknown augmentation" in bad.output

@@ -37,6 +37,11 @@ def prepare(
     retry_failed: bool = typer.Option(False, help="Redo shapes that failed in an earlier run."),
     strict: bool = typer.Option(False, help="Exit with status 1 when any shape failed."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    augment: Optional[str] = typer.Option(
+        None, help="Prepare augmented copies instead of the shapes themselves: rot[=so3|up], aniso[=LOW-HIGH], "
+        "mirror[=P], parts[=N|LOW-HIGH] (unions with other shapes of the source), comma-separated."
+    ),
+    copies: int = typer.Option(1, help="Augmented copies per shape (with --augment)."),
 ) -> None:
     """Prepare a dataset: normalise each mesh into the [-1,1] box, sample surface points with
     normals, label volume and near-surface points inside/outside (fast winding number), and
@@ -54,11 +59,13 @@ def prepare(
     )
 
     from vat3d.data.prepare import prepare_dataset
-    from vat3d.data.sources import list_source
+    from vat3d.data.sources import augmented_items, list_source
 
     console = Console(stderr=True)
     try:
         items = list_source(source)
+        if augment is not None:
+            items = augmented_items(items[:limit] if limit is not None else items, augment, copies, seed=seed)
     except (ValueError, RuntimeError) as err:
         raise typer.BadParameter(str(err), param_hint="SOURCE") from err
 
@@ -97,7 +104,7 @@ def prepare(
                 point_dtype="float32" if float32 else "float16",
                 workers=workers,
                 shard=shard,
-                limit=limit,
+                limit=None if augment is not None else limit,  # augmented: the limit applied to the source
                 overwrite=overwrite,
                 retry_failed=retry_failed,
                 on_start=on_start,

@@ -33,6 +33,10 @@ AXES = "xyz"
 _ROTATION_STREAM, _SCALE_STREAM, _MIRROR_STREAM, _PARTS_STREAM = 1, 2, 3, 4
 
 
+#: In every augmented item's content hash: bump when the same seed and spec give another mesh.
+AUGMENT_VERSION = 1
+
+
 def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, stream]))
 

@@ -45,6 +45,7 @@ COLUMNS: list[str] = [
     "licence",
     "package",
     "package_version",
+    "augment",
     "seconds",
     "finished_at",
 ]

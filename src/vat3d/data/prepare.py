@@ -201,6 +201,7 @@ def _base_row(item: SourceItem, settings: PrepareSettings) -> Row:
         "licence": item.licence,
         "package": item.package,
         "package_version": item.package_version,
+        "augment": item.augment,
         "seconds": 0.0,
         "finished_at": 0.0,
     }
@@ -273,6 +274,9 @@ def prepare_shape(
             "licence": row["licence"],
             "package": row["package"],
             "package_version": row["package_version"],
+            "augment": item.augment,
+            "augment_seed": item.augment_seed,
+            "parts": [part.id for part in item.parts],
             "content_hash": row["content_hash"],
             "settings_hash": row["settings_hash"],
             "settings": settings.to_dict(),

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trimesh
@@ -133,6 +134,9 @@ class SourceItem:
             "pybullet", a package name; "" for folders).
         package_version: that distribution's installed version ("" when none).
         relative_path: the path inside the package or folder ("" for procedural shapes).
+        augment: an augmentation spec (:func:`vat3d.data.augment.parse_augment_spec`) applied
+            after loading, with ``augment_seed``; "" for the shape as it is.
+        parts: for unions (``parts=`` in ``augment``), the other items joined to this one.
     """
 
     id: str
@@ -146,6 +150,9 @@ class SourceItem:
     package: str = ""
     package_version: str = ""
     relative_path: str = ""
+    augment: str = ""
+    augment_seed: int = -1
+    parts: tuple["SourceItem", ...] = ()
 
 
 @dataclass
@@ -200,7 +207,14 @@ def file_hash(path: str | Path) -> str:
 
 
 def content_hash(item: SourceItem) -> str:
-    """A hash of what the item's shape is made from (file bytes or generator + seed)."""
+    """A hash of what the item's shape is made from (file bytes or generator + seed; for an
+    augmented item also its parts, the augmentation and its seed)."""
+    if item.augment:
+        from vat3d.data.augment import AUGMENT_VERSION
+
+        pieces = [content_hash(replace(item, augment="", parts=())), *(content_hash(p) for p in item.parts)]
+        text = f"augment:v{AUGMENT_VERSION}:{item.augment}:{item.augment_seed}:{','.join(pieces)}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
     if item.source == "procedural":
         from vat3d.data.procedural import GENERATOR_VERSION
 
@@ -210,6 +224,20 @@ def content_hash(item: SourceItem) -> str:
 
 def load_item(item: SourceItem) -> LoadedShape:
     """Load or generate the item's mesh (validated). Raises MeshError for bad input."""
+    if item.augment:
+        from vat3d.data.augment import augment_mesh, parse_augment_spec, union_of_parts
+
+        spec = parse_augment_spec(item.augment)
+        base = load_item(replace(item, augment="", parts=()))
+        mesh, caption = base.mesh, base.caption
+        if item.parts:
+            others = [load_item(part) for part in item.parts]
+            mesh, _ = union_of_parts([mesh, *(o.mesh for o in others)], item.augment_seed, count=1 + len(others))
+            names = [c for c in [caption, *(o.caption for o in others)] if c]
+            caption = (f"{names[0]} joined to {', '.join(names[1:])}" if len(names) > 1 else caption)
+        mesh, _ = augment_mesh(mesh, item.augment_seed, **spec.mesh_kwargs())
+        validate_mesh(mesh)
+        return LoadedShape(mesh=mesh, caption=caption, family=base.family, class_name=base.class_name)
     if item.source == "procedural":
         from vat3d.data.procedural import make_shape
 
@@ -762,6 +790,37 @@ def folder_items(
 
 
 # --------------------------------------------------------------------------- parsing
+
+
+def augmented_items(items: list[SourceItem], spec: str, copies: int, *, seed: int = 0) -> list[SourceItem]:
+    """``copies`` augmented variants of every item (ids ``ID-aug00``, ``ID-aug01``, ...).
+
+    Each variant's seed comes from (``seed``, its id), so a variant never depends on the other
+    items' order; with ``parts=`` in ``spec`` each variant joins its item to 1-7 others drawn
+    (seeded) from ``items``.
+    """
+    from vat3d.data.augment import parse_augment_spec
+
+    parsed = parse_augment_spec(spec)
+    if not parsed.enabled:
+        raise ValueError(f"augmentation spec {spec!r} asks for nothing")
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    if parsed.parts and len(items) < 2:
+        raise ValueError("unions of parts need a source with at least 2 shapes")
+    out = []
+    for item in items:
+        for copy in range(copies):
+            vid = f"{item.id}-aug{copy:02d}"
+            vseed = int(hashlib.sha1(f"{seed}:{vid}".encode()).hexdigest()[:8], 16)
+            parts: tuple[SourceItem, ...] = ()
+            if parsed.parts:
+                rng = random.Random(vseed)
+                n = rng.randint(*parsed.parts) - 1
+                others = [o for o in items if o.id != item.id]
+                parts = tuple(rng.sample(others, min(n, len(others))))
+            out.append(replace(item, id=vid, augment=str(parsed), augment_seed=vseed, parts=parts))
+    return out
 
 
 def list_source(spec: str, *, allow_reserved: bool = False) -> list[SourceItem]:
