@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -48,3 +49,21 @@ def test_eval_writes_report_with_baselines_and_entropy(tmp_path):
     assert "Draco alone" in md and "simplification + Draco" in md and "| 4096 |" in md
     assert "Token coding" in md and "bits/token" in md and "entropy (generator prior)" in md
     assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_group_summaries_split_by_face_count_with_the_baseline_at_the_same_bytes():
+    from vat3d.evaluation.report import group_summaries
+
+    def row(faces, f, base):
+        return {"faces": faces, "vat_bytes": 200, "fscore@0.01": f / 2, "fscore@0.02": f, "chamfer_l1": 1 - f,
+                "budget": [{"budget_bytes": 256, "fscore@0.02": 1.0, "fscore@0.01": 1.0},
+                           {"budget_bytes": 200, "fscore@0.02": base, "fscore@0.01": base / 2}]}
+
+    groups = group_summaries([row(1000, 0.5, 0.2), row(19_999, 0.7, 0.4), row(20_000, 0.1, 0.9)])
+    assert set(groups) == {"<20K", ">=20K"}
+    assert groups["<20K"]["shapes"] == 2 and groups["<20K"]["fscore@0.02"] == pytest.approx(0.6)
+    assert groups["<20K"]["simplify_draco_fscore@0.02"] == pytest.approx(0.3)
+    assert groups[">=20K"]["fscore@0.01"] == pytest.approx(0.05)
+    assert groups[">=20K"]["simplify_draco_fscore@0.01"] == pytest.approx(0.45)
+    no_base = group_summaries([{k: v for k, v in row(5, 0.5, 0.1).items() if k != "budget"}])
+    assert "simplify_draco_fscore@0.02" not in no_base["<20K"]

@@ -112,8 +112,33 @@ def evaluate_shape(model, path_or_mesh, settings: EvalSettings, name: str | None
     return row
 
 
+#: Input meshes are reported in two groups by face count: below and from this many faces.
+DENSE_FACES = 20_000
+
+
+def face_group(faces: int) -> str:
+    return f"<{DENSE_FACES // 1000}K" if faces < DENSE_FACES else f">={DENSE_FACES // 1000}K"
+
+
+def group_summaries(rows: list[dict]) -> dict[str, dict]:
+    """Per face-count group: shapes, mean bytes, F@0.01, F@0.02, Chamfer-L1, and simplification + Draco's
+    F@0.02 at each shape's own .vat size (when the baselines ran)."""
+    out = {}
+    for group in sorted({face_group(r["faces"]) for r in rows}):
+        part = [r for r in rows if face_group(r["faces"]) == group]
+        entry = {"shapes": len(part), **{k: float(np.mean([r[k] for r in part]))
+                                         for k in ("vat_bytes", "fscore@0.01", "fscore@0.02", "chamfer_l1")}}
+        if all("budget" in r for r in part):
+            same = [next(x for x in r["budget"] if x["budget_bytes"] == r["vat_bytes"]) for r in part]
+            entry["simplify_draco_fscore@0.02"] = float(np.mean([x["fscore@0.02"] for x in same]))
+            entry["simplify_draco_fscore@0.01"] = float(np.mean([x.get("fscore@0.01", float("nan")) for x in same]))
+        out[group] = entry
+    return out
+
+
 def summarize(rows: list[dict]) -> dict:
-    """Means over shapes (per scale too), the classical pipeline's mean best F@0.02 per budget."""
+    """Means over shapes (per scale too), the classical pipeline's mean best F@0.02 per budget, and
+    the same per face-count group (:func:`group_summaries`)."""
     if not rows:
         return {}
     def mean(xs) -> float:
@@ -123,6 +148,7 @@ def summarize(rows: list[dict]) -> dict:
             "vol_iou", "near_iou", "cross_scale_iou", "encode_s", "decode_s"]
     keys += [k for k in rows[0] if k.startswith("entropy_")]
     out = {"shapes": len(rows), **{k: mean([r[k] for r in rows if k in r]) for k in keys}}
+    out["groups"] = group_summaries(rows)
     K = min(r["num_scales"] for r in rows)
     out["per_scale"] = [{"scale": k, "tokens": rows[0]["scales"][k - 1]["tokens"],
                          **{m: mean([r["scales"][k - 1][m] for r in rows])
@@ -164,6 +190,16 @@ def markdown_table(rows: list[dict], summary: dict) -> str:
     lines += ["", f"Mean over {s['shapes']} shapes: {s['vat_bytes']:.0f} B per shape, F@0.02 {s['fscore@0.02']:.3f}, "
               f"Chamfer-L1 {s['chamfer_l1']:.4f}, volume IoU {s['vol_iou']:.3f}, near-surface IoU {s['near_iou']:.3f}, "
               f"cross-scale IoU {s['cross_scale_iou']:.3f}."]
+    if s.get("groups"):
+        has_base = all("simplify_draco_fscore@0.02" in g for g in s["groups"].values())
+        lines += ["", "| input faces | shapes | .vat B | F@0.01 | F@0.02 | Chamfer-L1 |"
+                  + (" simp+Draco F@0.01 / F@0.02 at same B |" if has_base else ""),
+                  "|---|---|---|---|---|---|" + ("---|" if has_base else "")]
+        for name, g in s["groups"].items():
+            lines.append(f"| {name} | {g['shapes']} | {g['vat_bytes']:.0f} | {g['fscore@0.01']:.3f} | "
+                         f"{g['fscore@0.02']:.3f} | {g['chamfer_l1']:.4f} |"
+                         + (f" {g['simplify_draco_fscore@0.01']:.3f} / {g['simplify_draco_fscore@0.02']:.3f} |"
+                            if has_base else ""))
     if "per_scale" in s:
         lines += ["", "| scales | tokens | vol IoU | near IoU | F@0.02 | Chamfer-L1 |", "|---|---|---|---|---|---|"]
         lines += [f"| {p['scale']} | {p['tokens']} | {p['vol_iou']:.3f} | {p['near_iou']:.3f} | {p['fscore@0.02']:.3f} | "
