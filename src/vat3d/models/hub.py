@@ -124,6 +124,13 @@ class ModelMixin(nn.Module):
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[: 2 * nbytes]
 
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Switch block recomputation in training on or off here and in every submodule that has the
+        option (a runtime setting: the config keeps what the model was built with)."""
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = bool(enabled)
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
