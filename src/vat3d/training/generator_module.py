@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 
 from vat3d.data.tokens import TokenDataset, batch_conditions
 from vat3d.models.generator import NextScaleGenerator
 from vat3d.training.common import build_optimizer, merged, weighted_means, rng_state, set_rng_state
+from vat3d.training.distributed import StrategyAwareModule
 from vat3d.training.sampling import StepDataModule
 
 TRAINING_DEFAULTS = {
@@ -82,7 +82,7 @@ class GeneratorDataModule(StepDataModule):
                             tokenizer_fingerprint=self.fingerprint, class_names=self.class_names)
 
 
-class GeneratorModule(pl.LightningModule):
+class GeneratorModule(StrategyAwareModule):
     """The generator and its training / validation steps.
 
     Args:
@@ -93,6 +93,10 @@ class GeneratorModule(pl.LightningModule):
             hold the quantizer keys; a checkpoint restores the weights).
         class_names: class vocabulary for ``cond_type="class"``.
     """
+
+    # every trainable parameter is in every step's graph (condition dropout and modality dropout mix
+    # the null tokens in with torch.where; the quantizer copy is frozen)
+    find_unused_parameters = False
 
     def __init__(self, model: dict, training: dict | None = None, tokenizer: torch.nn.Module | None = None,
                  class_names: list[str] | None = None):
