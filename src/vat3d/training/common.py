@@ -245,7 +245,7 @@ def plan_activation_checkpointing(model: torch.nn.Module, cfg: dict, strategy: s
     in the config or ``training.activation_checkpointing``): under FSDP Lightning's policy wraps the
     blocks and the model's own recomputation is switched off (both at once would recompute twice);
     under any other strategy the model recomputes its blocks itself. Returns whether FSDP's policy is on."""
-    wanted = bool(cfg.get("activation_checkpointing")) or bool(getattr(model, "gradient_checkpointing", False))
+    wanted = bool(cfg.get("activation_checkpointing")) or bool(getattr(model, "config", {}).get("gradient_checkpointing"))
     fsdp = strategy == "fsdp"
     model.set_gradient_checkpointing(wanted and not fsdp)
     return wanted and fsdp
