@@ -167,5 +167,17 @@ class GeneratorModule(StrategyAwareModule):
         set_rng_state(self._rng_to_restore)
         self._rng_to_restore = None
 
+    def on_fit_start(self) -> None:
+        # caption embeddings before the first step (on the training device), not inside training steps
+        from vat3d.models.conditioners import TextConditioner
+
+        text = [m for m in self.model.modules() if isinstance(m, TextConditioner)]
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not text or datamodule is None:
+            return
+        captions = [r.get("caption") or "" for split in ("train", "val") for r in datamodule.dataset(split).rows]
+        for conditioner in text:
+            conditioner.warm_cache(captions)
+
     def export(self, directory: str | Path, metadata: dict | None = None) -> Path:
         return self.model.save_pretrained(directory, metadata=metadata)
