@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class TokenizerModule(StrategyAwareModule):
         self._pool_tokens = 0
         self._pool_steps = 0  # steps remembered, on every rank
         self._codebook_ready = False  # mirrors quantizer.initialized without reading the device each step
+        self.kmeans_report: dict | None = None  # rank 0: step, pool tokens and seconds of the k-means init
         self._val: list[dict] = []
 
     # ---- helpers ----
@@ -112,6 +114,7 @@ class TokenizerModule(StrategyAwareModule):
     def _init_codebook(self) -> None:
         """k-means on rank 0's pool, outside the forward, on the full parameters; broadcast to every rank."""
         quantizer = self.model.quantizer
+        start = time.perf_counter()
         pool = torch.cat(list(self._latent_pool)) if self.global_rank == 0 else None
         self._latent_pool.clear()
         self._pool_tokens = 0
@@ -120,6 +123,7 @@ class TokenizerModule(StrategyAwareModule):
         self._pool_steps = 0
         self._codebook_ready = True
         tokens = 0 if pool is None else pool.shape[0] * pool.shape[1]
+        self.kmeans_report = {"step": self.global_step, "tokens": tokens, "seconds": time.perf_counter() - start}
         self.print(f"step {self.global_step}: quantization on; codebook k-means initialised on "
                    f"{tokens} latent tokens")
 
