@@ -77,13 +77,20 @@ def test_tiny_model_overfits_eight_shapes(eight_shapes, tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(eight_shapes, tmp_path):
-    schedule = ["--max-steps", "24", "--set", "training.quantize_start_step=10",
+    # stopped at step 8, inside the window of steps whose sampled latents make the k-means pool (tiny:
+    # 4096 tokens, 128 a step): the checkpoint carries them, and the resumed run's k-means at step 10
+    # sees the same pool as the uninterrupted run's
+    schedule = ["--max-steps", "16", "--set", "training.quantize_start_step=10",
                 "--set", "training.ckpt_every_n_steps=100", "--set", "training.val_every_n_steps=100"]
     straight, chunked = tmp_path / "straight", tmp_path / "chunked"
     _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(straight), *schedule])
-    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(chunked), *schedule, "--stop-at-step", "14"])
+    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(chunked), *schedule, "--stop-at-step", "8"])
     assert (chunked / "checkpoints" / "last.ckpt").is_file() and not (chunked / "model").exists()
+    inside = torch.load(chunked / "checkpoints" / "last.ckpt", weights_only=False)
+    assert inside["vat3d_pool_steps"] == 8 and [t.shape for t in inside["vat3d_latent_pool"]] == [(8, 16, 8)] * 8
     _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(chunked), *schedule])  # resumes from last.ckpt
+    for run in (straight, chunked):  # after the switch no checkpoint carries a pool
+        assert "vat3d_latent_pool" not in torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     a, b = _weights(straight / "model"), _weights(chunked / "model")
     assert a.keys() == b.keys()
     for key in a:

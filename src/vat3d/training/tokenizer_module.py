@@ -251,6 +251,9 @@ class TokenizerModule(StrategyAwareModule):
 
     def on_train_start(self) -> None:
         self._codebook_ready = bool(self.model.quantizer.initialized)  # restored or warm-started
+        if self._codebook_ready:  # e.g. the per-step pool older checkpoints carried: not needed any more
+            self._latent_pool.clear()
+            self._pool_tokens = self._pool_steps = 0
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Each step's randomness (posterior noise, dead-code restarts) is seeded by (seed, step, rank):
