@@ -68,6 +68,24 @@ def test_text_conditioner_caches_embeddings(text_conditioner, monkeypatch):
     assert torch.equal(first[1], second[0]) and torch.equal(first[0], second[1])
 
 
+def test_text_cache_warm_up_runs_the_encoder_before_training_steps(text_conditioner, monkeypatch):
+    cond = text_conditioner
+    cond.clear_cache()
+    calls = []
+    original = cond.encoder.encode
+
+    def counting_encode(sentences, **kwargs):
+        calls.append(len(sentences))
+        return original(sentences, **kwargs)
+
+    monkeypatch.setattr(cond.encoder, "encode", counting_encode)
+    captions = [f"shape number {i}" for i in range(10)] * 2
+    assert cond.warm_cache(captions, batch_size=4) == 10 and calls == [4, 4, 2]
+    cond(captions[:5])  # a training step: every caption cached, the encoder does not run
+    assert calls == [4, 4, 2]
+    assert cond.encoder.device == cond.proj.weight.device  # the encoder follows the projection's device
+
+
 def test_text_generator_saves_projection_only(tmp_path, text_conditioner):
     torch.manual_seed(0)
     model = NextScaleGenerator(**GEN, cond_type="text").eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vat3d.models.generator import NextScaleGenerator, block_causal_mask
 from vat3d.models.sampling import cfg_scales, filter_logits, sample_from_logits
@@ -110,6 +111,54 @@ def test_loss_reports_per_scale(sharp):
     assert out["scale_loss"].shape == (4,) and out["scale_accuracy"].shape == (4,)
     weights = torch.tensor(sharp.scale_sizes, dtype=torch.float32)
     torch.testing.assert_close((out["scale_loss"] * weights).sum() / weights.sum(), out["loss"].detach())
+
+
+def test_chunked_loss_equals_whole_logits(tokenizer):
+    """The training loss never builds the (B, N, V) logits; in chunks it equals the whole computation,
+    gradients included."""
+    torch.manual_seed(0)
+    model = NextScaleGenerator.from_tokenizer(tokenizer, **TINY_GENERATOR, init_std=0.3).eval()
+    tokens, labels = random_tokens(model, 3), torch.tensor([0, 1, 2])
+    logits_BNV = model(tokens, labels)
+    target_BN = torch.cat(tokens, dim=1)
+    reference = F.cross_entropy(logits_BNV.float().transpose(1, 2), target_BN)
+    reference.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    for max_elements in (1, 3 * 64 * 7, 10**9):  # one position at a time, 7 at a time, all at once
+        model.zero_grad()
+        out = model.loss(tokens, labels, max_logit_elements=max_elements)
+        torch.testing.assert_close(out["loss"], reference)
+        assert float(out["accuracy"]) == float((logits_BNV.argmax(-1) == target_BN).float().mean())
+        out["loss"].backward()
+        for name, param in model.named_parameters():
+            if param.grad is not None:
+                torch.testing.assert_close(param.grad, grads[name], msg=name)
+
+
+@pytest.mark.parametrize("cond_type", ["none", "class", "image", "text+image"])
+def test_every_trainable_parameter_is_in_the_training_graph(tokenizer, cond_type, monkeypatch):
+    """DDP runs the generator with find_unused_parameters=False: a training step must reach every
+    trainable parameter, whatever condition or modality dropout drew."""
+    from vat3d.models.conditioners import TextConditioner
+
+    monkeypatch.setattr(TextConditioner, "embed", lambda self, captions: torch.randn(len(captions), self.embed_dim))
+    torch.manual_seed(0)
+    kwargs = dict(width=32, depth=1, heads=4, cond_type=cond_type, cond_dropout=0.5,
+                  conditioner_kwargs={"image": {"grid": 2, "image_size": 32, "channels": [8, 8]}}
+                  if cond_type == "text+image" else {"grid": 2, "image_size": 32, "channels": [8, 8]}
+                  if cond_type == "image" else None)
+    if cond_type == "class":
+        kwargs["num_classes"] = 3
+    model = NextScaleGenerator.from_tokenizer(tokenizer, **kwargs).train()
+    images = torch.rand(4, 3, 32, 32)
+    conditions = {"none": None, "class": torch.tensor([0, 1, 2, 0]), "image": images,
+                  "text+image": {"text": ["a", "b", "c", "d"], "image": images}}[cond_type]
+    for seed in range(3):  # different dropout draws
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(seed)
+        model.loss(random_tokens(model, 4, seed), conditions)["loss"].backward()
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, missing
 
 
 def test_condition_dropout_uses_null(tokenizer):

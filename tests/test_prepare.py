@@ -286,3 +286,23 @@ def test_licence_and_package_reach_the_metadata_table(tmp_path: Path):
     prepare_dataset([pybullet_item], out, **SMALL)
     duck = {row["id"]: row for row in read_metadata(out)}["pybullet-duck"]
     assert duck["licence"] == "Zlib" and duck["package"] == "pybullet" and duck["package_version"]
+
+
+def test_limit_threads_pins_pools_already_loaded():
+    """Worker initializers run after numpy is imported: environment variables no longer reach its
+    thread pools, threadpoolctl does."""
+    import torch  # noqa: F401 - its OpenMP pool and numpy's BLAS exist before the limit
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from vat3d.data.prepare import limit_threads
+
+    before = {(p["user_api"], p["prefix"]): p["num_threads"] for p in threadpool_info()}
+    torch_threads = torch.get_num_threads()
+    try:
+        limit_threads(1)
+        assert all(p["num_threads"] == 1 for p in threadpool_info())
+        assert torch.get_num_threads() == 1
+    finally:
+        for (api, prefix), n in before.items():
+            threadpool_limits(limits={prefix: n})
+        torch.set_num_threads(torch_threads)

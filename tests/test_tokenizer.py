@@ -54,17 +54,44 @@ def test_fingerprint_changes_with_weights(tiny_tokenizer):
 
 
 def test_prefix_decoding_gives_a_coarser_field(tiny_tokenizer):
-    pts, nrm, q = _batch()
+    pts, nrm, q = _batch(B=8, Q=2048)
     tiny_tokenizer.eval()
+    z = tiny_tokenizer.posterior(pts, nrm)["z"].detach()
+    tiny_tokenizer.quantizer.kmeans_init(z, iters=10)  # codes of these latents, as training makes them
     tokens = tiny_tokenizer.encode(pts, nrm)
+    K = len(tokens)
     full = tiny_tokenizer.decode_tokens(tokens, q)
-    for k in range(1, len(tokens)):
-        coarse = tiny_tokenizer.decode_tokens(tokens[:k], q)
-        assert coarse.shape == full.shape and torch.isfinite(coarse).all()
+    continuous = tiny_tokenizer.decoder.query(tiny_tokenizer.decoder.planes(z), q)
+    latent_err, field_err = [], []
+    for k in range(1, K + 1):
+        latent = tiny_tokenizer.quantizer.indices_to_latent(tokens[:k]).detach()
+        latent_err.append(float((latent - z).square().mean()))
+        field_err.append(float((tiny_tokenizer.decode_tokens(tokens[:k], q) - continuous).abs().mean()))
+    # every scale refines the latent; the coarsest is far from it; the decoded field follows
+    assert all(b <= a * 1.02 for a, b in zip(latent_err, latent_err[1:])), latent_err
+    assert latent_err[-1] < 0.5 * latent_err[0], latent_err
+    assert field_err[-1] < field_err[0], field_err
+    assert torch.equal(tiny_tokenizer.decode_tokens(tokens[:K], q), full)
     fn = tiny_tokenizer.occupancy_fn([t[:1] for t in tokens])
     torch.testing.assert_close(fn(q[0]), full[0])
     with pytest.raises(ValueError):
         tiny_tokenizer.decode_tokens([tokens[1]], q)  # scale 2 where scale 1 belongs
+
+
+def test_plane_sampling_keeps_fp32_coordinates_under_bf16_autocast():
+    from vat3d.models.triplane import sample_planes
+
+    torch.manual_seed(0)
+    planes = torch.randn(2, 3, 4, 16, 16).to(torch.bfloat16)
+    points = torch.rand(2, 500, 3) * 2 - 1  # coordinates bf16 cannot represent
+    reference = sample_planes(planes.float(), points)  # fp32 planes, fp32 points
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sampled = sample_planes(planes, points)
+    assert sampled.dtype == torch.float32
+    assert torch.equal(sampled, reference)
+    # what sampling at bf16-rounded coordinates gives instead: a different field
+    rounded = sample_planes(planes.float(), points.to(torch.bfloat16).float())
+    assert (rounded - reference).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("kwargs", [dict(encoder_type="in_context"), dict(compress=False), dict(variational=False),

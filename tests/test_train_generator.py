@@ -112,18 +112,7 @@ def test_train_generator_refuses_tokens_of_another_tokenizer(setup, tmp_path):
     assert result.exit_code != 0 and "vat3d tokenize" in result.output
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "base", "large"])
-def test_generator_configs_build(name):
-    cfg = load_config(name, "generator")
-    assert cfg["model"]["cond_type"] == "text+image"
-    if name in ("tiny", "small"):
-        kwargs = dict(cfg["model"], num_latents=64 if name == "small" else 16,
-                      codebook_size=1024 if name == "small" else 64, code_dim=16 if name == "small" else 8)
-        n = NextScaleGenerator(**kwargs).num_parameters(trainable_only=True)
-        assert (n < 1e6) if name == "tiny" else (2e6 < n < 10e6)
-    else:
-        w, d = cfg["model"]["width"], cfg["model"]["depth"]
-        approx = 12 * w * w * d  # transformer blocks
-        assert 70e6 < approx < 130e6 if name == "base" else 400e6 < approx < 600e6
-    if name == "large":
-        assert cfg["model"]["gradient_checkpointing"]
+def test_generator_configs_are_text_and_image_conditioned():
+    # the models of every size are built and counted in tests/test_configs.py
+    for name in ["tiny", "small", "base", "large"]:
+        assert load_config(name, "generator")["model"]["cond_type"] == "text+image"

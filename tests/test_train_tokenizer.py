@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import vat3d
 from vat3d.cli import app
 
 runner = CliRunner()
@@ -75,33 +77,77 @@ def test_tiny_model_overfits_eight_shapes(eight_shapes, tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(eight_shapes, tmp_path):
-    schedule = ["--max-steps", "24", "--set", "training.quantize_start_step=10",
+    # stopped at step 8, inside the window of steps whose sampled latents make the k-means pool (tiny:
+    # 4096 tokens, 128 a step): the checkpoint carries them, and the resumed run's k-means at step 10
+    # sees the same pool as the uninterrupted run's
+    schedule = ["--max-steps", "16", "--set", "training.quantize_start_step=10",
                 "--set", "training.ckpt_every_n_steps=100", "--set", "training.val_every_n_steps=100"]
     straight, chunked = tmp_path / "straight", tmp_path / "chunked"
     _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(straight), *schedule])
-    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(chunked), *schedule, "--stop-at-step", "14"])
+    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(chunked), *schedule, "--stop-at-step", "8"])
     assert (chunked / "checkpoints" / "last.ckpt").is_file() and not (chunked / "model").exists()
+    inside = torch.load(chunked / "checkpoints" / "last.ckpt", weights_only=False)
+    assert inside["vat3d_pool_steps"] == 8 and [t.shape for t in inside["vat3d_latent_pool"]] == [(8, 16, 8)] * 8
     _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(chunked), *schedule])  # resumes from last.ckpt
+    for run in (straight, chunked):  # after the switch no checkpoint carries a pool
+        assert "vat3d_latent_pool" not in torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     a, b = _weights(straight / "model"), _weights(chunked / "model")
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+def _two_process_run(data: Path, run: Path, strategy: str, *extra: str) -> subprocess.CompletedProcess:
+    """`vat3d train-tokenizer --config tiny` on 2 CPU processes (gloo), through the switch to quantization
+    at step 3 with every unused code restarted at every quantized step (threshold above the usage that
+    k-means leaves), so both codebook writes run under ``strategy``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(Path(vat3d.__file__).parents[1]), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "vat3d", "train-tokenizer", "--config", "tiny", "--accelerator", "cpu",
+           "--devices", "2", "--strategy", strategy, "--precision", "32", "--no-progress", "--data", str(data),
+           "--run-dir", str(run), "--max-steps", "6", "--set", "data.num_workers=0", "--set", "data.val_fraction=0",
+           "--set", "training.quantize_start_step=3", "--set", "training.val_every_n_steps=3",
+           "--set", "training.ckpt_every_n_steps=100", "--set", "model.dead_code_threshold=0.995",
+           "--set", "data.num_volume=256", "--set", "data.num_near=256", *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "distributed_backend=gloo" in proc.stdout + proc.stderr
+    return proc
+
+
+def _check_two_process_run(run: Path, steps: int) -> None:
+    from vat3d.models.tokenizer import VATokenizer
+
+    model = VATokenizer.from_pretrained(run / "model")  # the exported model loads (strict)
+    assert bool(model.quantizer.initialized)
+    assert json.loads((run / "model" / "config.json").read_text())["_metadata"]["steps"] == steps
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    val = [r for r in rows if r.get("val/vol_iou")]
+    assert any(r.get("val/vol_iou_s01") for r in val)  # validated with quantization on
+    diffs = [float(r["val/codebook_rank_diff"]) for r in val if r.get("val/codebook_rank_diff")]
+    assert diffs and max(diffs) == 0.0  # after k-means and restarts, every rank holds rank 0's codebook
+    assert list((run / "previews").glob("*.png"))  # previews were written (rank 0, whole model)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(eight_shapes, tmp_path):
     run = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "vat3d", "train-tokenizer", *COMMON[:2], "--accelerator", "cpu", "--devices", "2",
-           "--strategy", "ddp", "--precision", "32", "--no-progress", "--data", str(eight_shapes),
-           "--run-dir", str(run), "--max-steps", "6", "--set", "data.num_workers=0",
-           "--set", "training.quantize_start_step=3", "--set", "training.val_every_n_steps=6"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "GLOBAL_RANK: 1" in proc.stdout + proc.stderr or "distributed_backend=gloo" in proc.stdout + proc.stderr
-    assert (run / "model" / "model.safetensors").is_file()
-    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
-    assert any(r.get("val/vol_iou") for r in rows)
+    proc = _two_process_run(eight_shapes, run, "ddp")
+    assert "codebook k-means initialised on 768 latent tokens" in proc.stdout + proc.stderr  # 3 steps x 2 ranks
+    _check_two_process_run(run, 6)
+
+
+@pytest.mark.slow
+def test_two_process_fsdp_on_cpu_trains_exports_and_resumes(eight_shapes, tmp_path):
+    run = tmp_path / "fsdp"
+    _two_process_run(eight_shapes, run, "fsdp", "--stop-at-step", "4")  # through k-means, then stop
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "model").exists()
+    proc = _two_process_run(eight_shapes, run, "fsdp")  # resumes from last.ckpt to step 6
+    assert "resuming from" in proc.stdout and "trained 6 steps" in proc.stdout
+    assert "k-means" not in proc.stdout  # the codebook came back with the checkpoint
+    _check_two_process_run(run, 6)
+    steps = [int(r["step"]) for r in csv.DictReader(open(run / "csv" / "metrics.csv")) if r.get("val/vol_iou")]
+    assert 2 in steps and 5 in steps  # the history of both attempts
 
 
 def test_init_from_warm_starts_and_refuses_another_architecture(eight_shapes, tmp_path):

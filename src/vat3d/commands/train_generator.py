@@ -38,7 +38,8 @@ def train_generator(
     from vat3d.data.tokens import TokenizerMismatchError, check_token_fingerprint, read_token_info
     from vat3d.models.modules import Block
     from vat3d.pretrained import load_tokenizer
-    from vat3d.training.common import build_trainer, load_config, merged, resume_path
+    from vat3d.training.common import build_trainer, load_config, merged, plan_activation_checkpointing, resume_path
+    from vat3d.training.distributed import ExportModel
     from vat3d.training.generator_module import (DATA_DEFAULTS, TRAINING_DEFAULTS, GeneratorDataModule,
                                                   GeneratorModule)
     from vat3d.training.logs import keep_csv_history
@@ -92,21 +93,23 @@ def train_generator(
     typer.echo(f"generator: {n_params / 1e6:.2f}M trainable parameters, cond_type={cond_type}, "
                f"{len(train_set)} shapes, {module.model.num_tokens} tokens per shape")
     dev = opts.parse_devices(devices)
+    export = ExportModel(run_dir / "model", metadata={"config": str(config), "tokens": str(root)},
+                         should_export=lambda t: not (tcfg.get("stop_at_step") and t.global_step < tcfg["max_steps"]))
     trainer = build_trainer(run_dir, tcfg, devices=dev, num_nodes=num_nodes, strategy=strategy,
-                            accelerator=accelerator, precision=precision, block_types=(Block,), progress=progress)
+                            accelerator=accelerator, precision=precision, block_types=(Block,), progress=progress,
+                            extra_callbacks=[export],
+                            activation_checkpointing=plan_activation_checkpointing(module.model, tcfg, strategy),
+                            find_unused_parameters=module.find_unused_parameters)
     ckpt = resume_path(run_dir, None if resume == "none" else resume)
     if ckpt:
         typer.echo(f"resuming from {ckpt}")
         keep_csv_history(trainer)  # a fresh run starts a fresh metrics.csv
     # our own checkpoints (they hold numpy RNG state, which weights_only loading rejects)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
-    stopped_early = tcfg.get("stop_at_step") and trainer.global_step < tcfg["max_steps"]
-    if trainer.global_rank == 0 and stopped_early:
+    if trainer.global_rank == 0 and export.path is None:
         typer.echo(f"stopped at step {trainer.global_step} of {tcfg['max_steps']}; rerun to resume")
     elif trainer.global_rank == 0:
-        out = module.export(run_dir / "model", metadata={"steps": trainer.global_step, "config": str(config),
-                                                         "tokens": str(root)})
-        typer.echo(f"trained {trainer.global_step} steps; model saved to {out}")
+        typer.echo(f"trained {trainer.global_step} steps; model saved to {export.path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -35,7 +35,8 @@ def train_tokenizer(
     import yaml
 
     from vat3d.models.modules import Block
-    from vat3d.training.common import build_trainer, load_config, merged, resume_path
+    from vat3d.training.common import build_trainer, load_config, merged, plan_activation_checkpointing, resume_path
+    from vat3d.training.distributed import ExportModel
     from vat3d.training.previews import MeshPreview
     from vat3d.training.logs import keep_csv_history
     from vat3d.training.tokenizer_module import DATA_DEFAULTS, TRAINING_DEFAULTS, TokenizerDataModule, TokenizerModule
@@ -75,21 +76,23 @@ def train_tokenizer(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**cfg, "training": tcfg, "data": data_cfg}, sort_keys=False))
     dev = opts.parse_devices(devices)
+    export = ExportModel(run_dir / "model", metadata={"config": str(config)},
+                         should_export=lambda t: not (tcfg.get("stop_at_step") and t.global_step < tcfg["max_steps"]))
     trainer = build_trainer(run_dir, tcfg, devices=dev, num_nodes=num_nodes, strategy=strategy,
                             accelerator=accelerator, precision=precision, block_types=(Block,), progress=progress,
-                            extra_callbacks=[MeshPreview(run_dir / "previews", tcfg["image_every_n_val"])])
+                            extra_callbacks=[MeshPreview(run_dir / "previews", tcfg["image_every_n_val"]), export],
+                            activation_checkpointing=plan_activation_checkpointing(module.model, tcfg, strategy),
+                            find_unused_parameters=module.find_unused_parameters)
     ckpt = resume_path(run_dir, None if resume == "none" else resume)
     if ckpt:
         typer.echo(f"resuming from {ckpt}")
-    if ckpt:
         keep_csv_history(trainer)  # a resumed run continues RUN_DIR/csv/metrics.csv
     # our own checkpoints (they hold numpy RNG state, which weights_only loading rejects)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
-    if trainer.global_rank == 0 and trainer.global_step < tcfg["max_steps"] and tcfg.get("stop_at_step"):
+    if trainer.global_rank == 0 and export.path is None:
         typer.echo(f"stopped at step {trainer.global_step} of {tcfg['max_steps']}; rerun with a later --stop-at-step (or none) to resume")
     elif trainer.global_rank == 0:
-        out = module.export(run_dir / "model", metadata={"steps": trainer.global_step, "config": str(config)})
-        typer.echo(f"trained {trainer.global_step} steps; model saved to {out}")
+        typer.echo(f"trained {trainer.global_step} steps; model saved to {export.path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -328,8 +328,26 @@ _Task = tuple[SourceItem, PrepareSettings, str, "str | None"]
 def _init_worker(threads_per_worker: int) -> None:
     """Pool initializer: leave Ctrl-C to the parent, pin native thread pools."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in ("IGL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(threads_per_worker)
+    limit_threads(threads_per_worker)
+    os.environ["IGL_NUM_THREADS"] = str(threads_per_worker)  # libigl reads it when it runs
+
+
+def limit_threads(threads: int) -> None:
+    """Limit the native thread pools of this process (BLAS, OpenMP) and torch's to ``threads``.
+
+    Through threadpoolctl, because a spawned worker has imported numpy (unpickling its task imports
+    this module) before its initializer runs: the pools already exist and no longer read
+    ``OMP_NUM_THREADS`` & co. The variables are set too, for processes this one starts.
+    """
+    from threadpoolctl import threadpool_limits
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    threadpool_limits(limits=threads)
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _run_task(task: _Task) -> tuple[Row, bool]:

@@ -268,9 +268,10 @@ def render_task(task: _RenderTask) -> dict[str, Any]:
 
 
 def _init_worker() -> None:
+    from vat3d.data.prepare import limit_threads
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = "1"
+    limit_threads(1)
 
 
 def _shape_arrays(row: dict, tokens_N: np.ndarray, scale_sizes: Sequence[int], render: dict | None,

@@ -190,20 +190,38 @@ class TextConditioner(Conditioner):
         self.norm = nn.LayerNorm(embed_dim)
         self.proj = nn.Linear(embed_dim, num_tokens * width)
 
+    def _device(self) -> torch.device:
+        proj = self.__dict__.get("_modules", {}).get("proj")
+        device = proj.weight.device if proj is not None else torch.device("cpu")
+        return torch.device("cpu") if device.type == "meta" else device
+
     @property
     def encoder(self):
-        """The frozen sentence encoder, loaded on first use."""
+        """The frozen sentence encoder, loaded on first use, on the device of the projection (it is not
+        a submodule, so ``.to()`` does not move it: it follows, as the image encoder does)."""
+        device = self._device()
         if self._encoder is None:
-            model = load_sentence_encoder(self.encoder_name)
+            model = load_sentence_encoder(self.encoder_name, device=device)
             dim = _embedding_dim(model)
             if hasattr(self, "embed_dim") and dim != self.embed_dim:
                 raise ValueError(f"text encoder {self.encoder_name!r} gives {dim}-dim embeddings, "
                                  f"the conditioner was built for {self.embed_dim}")
             _hide(self, "_encoder", model)
+        elif self._encoder.device != device:
+            self._encoder.to(device)
         return self._encoder
 
     def batch_size(self, conditions: Sequence[str]) -> int:
         return 1 if isinstance(conditions, str) else len(conditions)
+
+    @torch.no_grad()
+    def warm_cache(self, captions: Sequence[str], batch_size: int = 256) -> int:
+        """Embed up to ``cache_size`` distinct captions now (in batches, on the encoder's device), so that
+        training steps find them cached instead of running the encoder; returns how many were added."""
+        todo = [c for c in dict.fromkeys(captions) if c not in self._cache][: self.cache_size]
+        for start in range(0, len(todo), batch_size):
+            self.embed(todo[start:start + batch_size])
+        return len(todo)
 
     @torch.no_grad()
     def embed(self, captions: Sequence[str]) -> torch.Tensor:

@@ -42,6 +42,42 @@ CONDITION_LEVEL = -1  # the level of condition tokens in the block-causal mask
 TOKENIZER_KEYS = ("num_latents", "scale_sizes", "scale_mode", "codebook_size", "code_dim", "refine_ratio")
 
 
+# Logits made at once by the training loss: 2^24 (64 MiB in fp32) whatever B, N and V.
+LOSS_CHUNK_ELEMENTS = 1 << 24
+
+
+def _head_cross_entropy(hidden_BnD: torch.Tensor, weight_VD: torch.Tensor, bias_V: torch.Tensor | None,
+                        target_Bn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits_BnV = F.linear(hidden_BnD, weight_VD, bias_V)
+    ce_Bn = F.cross_entropy(logits_BnV.float().transpose(1, 2), target_Bn, reduction="none")
+    return ce_Bn, logits_BnV.argmax(-1) == target_Bn
+
+
+def chunked_cross_entropy(hidden_BND: torch.Tensor, head: nn.Linear, target_BN: torch.Tensor,
+                          max_elements: int = LOSS_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position cross-entropy (B, N) in fp32 and whether the argmax is right (B, N), of
+    ``head(hidden)`` against ``target``, without the whole (B, N, V) logits.
+
+    Positions go in chunks of at most ``max_elements`` logits; each chunk's logits are recomputed in
+    the backward pass (activation checkpointing of the head), so the peak is one chunk's logits and
+    their fp32 softmax. With one chunk it is the plain computation.
+    """
+    B, N, _ = hidden_BND.shape
+    V = head.out_features
+    step = max(1, max_elements // max(1, B * V))
+    if step >= N:
+        return _head_cross_entropy(hidden_BND, head.weight, head.bias, target_BN)
+    from torch.utils.checkpoint import checkpoint
+
+    ce, correct = [], []
+    for lo in range(0, N, step):
+        ce_Bn, correct_Bn = checkpoint(_head_cross_entropy, hidden_BND[:, lo:lo + step], head.weight, head.bias,
+                                       target_BN[:, lo:lo + step], use_reentrant=False)
+        ce.append(ce_Bn)
+        correct.append(correct_Bn)
+    return torch.cat(ce, dim=1), torch.cat(correct, dim=1)
+
+
 def block_causal_mask(query_levels_L: torch.Tensor, key_levels_S: torch.Tensor) -> torch.Tensor:
     """Boolean (L, S) attention mask, True where query i may attend key j: level(j) <= level(i)."""
     return key_levels_S.unsqueeze(0) <= query_levels_L.unsqueeze(1)
@@ -273,8 +309,9 @@ class NextScaleGenerator(ModelMixin):
     def logits(self, hidden_BLD: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(hidden_BLD))
 
-    def forward_embeddings(self, cond_BCD: torch.Tensor, x_BLD: torch.Tensor) -> torch.Tensor:
-        """Logits (B, L, V) for token inputs ``x_BLD`` covering the first k scales (L = n_1+..+n_k)."""
+    def hidden_states(self, cond_BCD: torch.Tensor, x_BLD: torch.Tensor) -> torch.Tensor:
+        """Normalised final hidden states (B, L, D) of token inputs ``x_BLD`` covering the first k scales
+        (L = n_1+..+n_k): what the head turns into logits."""
         L = x_BLD.shape[1]
         if L not in self.offsets[1:]:
             raise ValueError(f"{L} inputs do not end at a scale boundary {self.offsets[1:]}")
@@ -282,7 +319,19 @@ class NextScaleGenerator(ModelMixin):
         n_cond = cond_BCD.shape[1]
         mask_LL = self.sequence_mask(n_cond, num_scales)
         hidden = self.backbone(torch.cat([cond_BCD.to(x_BLD.dtype), x_BLD], dim=1), mask_LL)
-        return self.logits(hidden[:, n_cond:])
+        return self.norm(hidden[:, n_cond:])
+
+    def forward_embeddings(self, cond_BCD: torch.Tensor, x_BLD: torch.Tensor) -> torch.Tensor:
+        """Logits (B, L, V) for token inputs ``x_BLD`` covering the first k scales (L = n_1+..+n_k)."""
+        return self.head(self.hidden_states(cond_BCD, x_BLD))
+
+    def _teacher_hidden(self, indices: Sequence[torch.Tensor], conditions: Any = None,
+                        cond_BCD: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_indices(indices)
+        B = indices[0].shape[0]
+        if cond_BCD is None:
+            cond_BCD = self.drop_condition(self.condition(conditions, batch_size=B))
+        return self.hidden_states(cond_BCD, self.teacher_inputs(indices))
 
     def forward(self, indices: Sequence[torch.Tensor], conditions: Any = None,
                 cond_BCD: torch.Tensor | None = None) -> torch.Tensor:
@@ -291,18 +340,20 @@ class NextScaleGenerator(ModelMixin):
         ``conditions`` go through the conditioner (and condition dropout in training);
         ``cond_BCD`` gives condition tokens directly instead.
         """
-        self._check_indices(indices)
-        B = indices[0].shape[0]
-        if cond_BCD is None:
-            cond_BCD = self.drop_condition(self.condition(conditions, batch_size=B))
-        return self.forward_embeddings(cond_BCD, self.teacher_inputs(indices))
+        return self.head(self._teacher_hidden(indices, conditions, cond_BCD))
 
-    def loss(self, indices: Sequence[torch.Tensor], conditions: Any = None) -> dict[str, torch.Tensor]:
-        """Cross-entropy over all positions, plus per-scale losses and accuracies (detached)."""
-        logits_BNV = self(indices, conditions)
+    def loss(self, indices: Sequence[torch.Tensor], conditions: Any = None,
+             max_logit_elements: int = LOSS_CHUNK_ELEMENTS) -> dict[str, torch.Tensor]:
+        """Cross-entropy over all positions, plus per-scale losses and accuracies (detached).
+
+        The logits never exist whole: :func:`chunked_cross_entropy` makes at most ``max_logit_elements``
+        of them at a time (and again in the backward pass), so V = 16384 over a few thousand positions
+        needs megabytes, not the gigabytes of a (B, N, V) fp32 tensor.
+        """
+        hidden_BND = self._teacher_hidden(indices, conditions)
         target_BN = torch.cat(list(indices), dim=1)
-        ce_BN = F.cross_entropy(logits_BNV.float().transpose(1, 2), target_BN, reduction="none")
-        correct_BN = (logits_BNV.argmax(-1) == target_BN).float()
+        ce_BN, correct_BN = chunked_cross_entropy(hidden_BND, self.head, target_BN, max_logit_elements)
+        correct_BN = correct_BN.float()
         bounds = self.offsets[: len(indices) + 1]
         scale_loss_K = torch.stack([ce_BN[:, lo:hi].mean() for lo, hi in zip(bounds[:-1], bounds[1:])])
         scale_acc_K = torch.stack([correct_BN[:, lo:hi].mean() for lo, hi in zip(bounds[:-1], bounds[1:])])

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vat3d.fileio import atomic_write_bytes, publish
@@ -74,6 +73,8 @@ class ModelMixin(nn.Module):
         config = {"_class_name": type(self).__name__, "_vat3d_version": __version__, **self.config}
         if metadata:
             config["_metadata"] = _jsonable(metadata)
+        from safetensors.torch import save_file  # imported when used: building models needs only torch
+
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
         os.close(fd)
@@ -110,6 +111,8 @@ class ModelMixin(nn.Module):
         weights = root / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"no {WEIGHTS_NAME} in {root}")
+        from safetensors.torch import load_file
+
         model.load_state_dict(load_file(str(weights), device=map_location), strict=True)
         model.eval()
         return model
@@ -123,6 +126,13 @@ class ModelMixin(nn.Module):
             digest.update(str(tensor.dtype).encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[: 2 * nbytes]
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Switch block recomputation in training on or off here and in every submodule that has the
+        option (a runtime setting: the config keeps what the model was built with)."""
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = bool(enabled)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

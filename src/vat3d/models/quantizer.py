@@ -62,39 +62,95 @@ class Refiner(nn.Module):
         self.ratio = ratio
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mul(1 - self.ratio) + self.conv(x).mul(self.ratio)
+        # in the input's dtype: the quantizer computes in fp32 whatever dtype the parameters are kept in
+        # (FSDP's mixed precision hands bf16 parameters to the forward)
+        conv = self.conv
+        bias = conv.bias.to(x.dtype) if conv.bias is not None else None
+        return x.mul(1 - self.ratio) + conv._conv_forward(x, conv.weight.to(x.dtype), bias).mul(self.ratio)
+
+
+# Distances computed at once by :func:`nearest_codes`: 2^24 fp32 values (64 MiB) whatever the number of
+# points; the assignment of a 1M-token k-means pool to V = 16384 codes would otherwise be a 64 GB matrix.
+ASSIGN_CHUNK_ELEMENTS = 1 << 24
+
+
+def nearest_codes(x_NC: torch.Tensor, codes_VC: torch.Tensor, max_elements: int = ASSIGN_CHUNK_ELEMENTS) -> torch.Tensor:
+    """Index of the nearest code (squared Euclidean) of every row of ``x_NC``, in fp32.
+
+    Rows go ``max(1, max_elements // V)`` at a time, so at most ``max_elements`` distances (one (rows, V)
+    buffer, updated in place) exist at once, besides the (N,) int64 result.
+    """
+    x_NC, codes_VC = x_NC.float(), codes_VC.float()
+    N, V = x_NC.shape[0], codes_VC.shape[0]
+    codes_sq_V = codes_VC.square().sum(1)
+    codes_CV = codes_VC.t()
+    rows = max(1, max_elements // max(V, 1))
+    if N <= rows:  # one chunk: no copy into the output buffer
+        dist_NV = (x_NC @ codes_CV).mul_(-2).add_(x_NC.square().sum(1, keepdim=True)).add_(codes_sq_V)
+        return dist_NV.argmin(dim=1)
+    idx_N = torch.empty(N, dtype=torch.long, device=x_NC.device)
+    for start in range(0, N, rows):
+        x_nC = x_NC[start:start + rows]
+        dist_nV = (x_nC @ codes_CV).mul_(-2).add_(x_nC.square().sum(1, keepdim=True)).add_(codes_sq_V)
+        idx_N[start:start + rows] = dist_nV.argmin(dim=1)
+        del dist_nV
+    return idx_N
 
 
 def kmeans_plus_plus(x_NC: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """k-means++ seeding: each next centre drawn with probability proportional to squared distance."""
-    n = x_NC.shape[0]
-    centres = [x_NC[torch.randint(n, (1,), generator=generator)].squeeze(0)]
-    dist_N = (x_NC - centres[0]).square().sum(1)
-    for _ in range(1, k):
-        total = dist_N.sum()
-        if total <= 0:  # fewer distinct points than centres: repeat random samples
-            pick = torch.randint(n, (1,), generator=generator)
-        else:
-            pick = torch.multinomial(dist_N / total, 1, generator=generator)
-        centres.append(x_NC[pick].squeeze(0))
-        dist_N = torch.minimum(dist_N, (x_NC - centres[-1]).square().sum(1))
-    return torch.stack(centres)
+    """k-means++ seeding: each next centre drawn with probability proportional to squared distance.
+
+    One pass over the points per centre (a matrix-vector product and a float64 cumulative sum searched
+    for the draw) and no host syncs, so seeding thousands of centres on a GPU takes a fraction of a second.
+    """
+    n, device = x_NC.shape[0], x_NC.device
+    x_sq_N = x_NC.square().sum(1)
+    centres_KC = x_NC.new_empty(k, x_NC.shape[1])
+    first = torch.randint(n, (1,), generator=generator, device=device)
+    centres_KC[0] = x_NC[first].squeeze(0)
+    dist_N = _sq_dist_to(x_NC, x_sq_N, centres_KC[0])
+    for i in range(1, k):
+        cum_N = dist_N.cumsum(0, dtype=torch.float64)
+        u = torch.rand((), generator=generator, device=device, dtype=torch.float64) * cum_N[-1]
+        drawn = torch.searchsorted(cum_N, u.reshape(1)).clamp_max_(n - 1)
+        # fewer distinct points than centres (all distances 0): repeat random samples
+        anywhere = torch.randint(n, (1,), generator=generator, device=device)
+        pick = torch.where(cum_N[-1] > 0, drawn, anywhere)
+        centres_KC[i] = x_NC[pick].squeeze(0)
+        dist_N = torch.minimum(dist_N, _sq_dist_to(x_NC, x_sq_N, centres_KC[i]))
+    return centres_KC
+
+
+def _sq_dist_to(x_NC: torch.Tensor, x_sq_N: torch.Tensor, c_C: torch.Tensor) -> torch.Tensor:
+    return (x_sq_N - 2 * (x_NC @ c_C) + c_C.square().sum()).clamp_min_(0)
+
+
+def default_seed_points(k: int) -> int:
+    """Points k-means++ seeds ``k`` centres on: 16 per centre, at least 20k, at most 200k."""
+    return min(200_000, max(20_000, 16 * k))
 
 
 def kmeans(x_NC: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None,
-           max_seed_points: int = 200_000) -> torch.Tensor:
-    """Lloyd k-means from k-means++ seeds (seeded on at most ``max_seed_points`` samples)."""
-    n = x_NC.shape[0]
-    seed_pool = x_NC if n <= max_seed_points else x_NC[torch.randperm(n, generator=generator)[:max_seed_points]]
+           max_seed_points: int | None = None, max_elements: int = ASSIGN_CHUNK_ELEMENTS) -> torch.Tensor:
+    """Lloyd k-means from k-means++ seeds (seeded on at most ``max_seed_points`` samples, default
+    :func:`default_seed_points`), on the device of ``x_NC`` (``generator`` must live there too). Memory
+    beyond ``x_NC``: the (N,) assignment, the seeding pool and :func:`nearest_codes`' distances."""
+    n, device = x_NC.shape[0], x_NC.device
+    max_seed_points = default_seed_points(k) if max_seed_points is None else max_seed_points
+    if n <= max_seed_points:
+        seed_pool = x_NC
+    else:
+        seed_pool = x_NC[torch.randperm(n, generator=generator, device=device)[:max_seed_points]]
     centres_KC = kmeans_plus_plus(seed_pool, k, generator)
+    del seed_pool
     for _ in range(iters):
-        assign_N = torch.cat([torch.cdist(chunk, centres_KC).argmin(dim=1) for chunk in x_NC.split(65_536)])
+        assign_N = nearest_codes(x_NC, centres_KC, max_elements)
         sums_KC = torch.zeros_like(centres_KC).index_add_(0, assign_N, x_NC)
         counts_K = torch.bincount(assign_N, minlength=k).unsqueeze(1).to(x_NC.dtype)
         empty = counts_K.squeeze(1) == 0
         centres_KC = torch.where(empty.unsqueeze(1), centres_KC, sums_KC / counts_K.clamp_min(1))
         if empty.any():  # re-seed empty clusters at random samples
-            centres_KC[empty] = x_NC[torch.randint(n, (int(empty.sum()),), generator=generator)]
+            centres_KC[empty] = x_NC[torch.randint(n, (int(empty.sum()),), generator=generator, device=device)]
     return centres_KC
 
 
@@ -134,6 +190,8 @@ class MultiScaleVQ(nn.Module):
         )
         self.register_buffer("code_usage", torch.ones(codebook_size))
         self.register_buffer("initialized", torch.tensor(False))
+        # rows of dead-code restarts not yet written (``defer_codebook_writes``): never in a state dict
+        self._pending_rows: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def num_scales(self) -> int:
@@ -167,14 +225,14 @@ class MultiScaleVQ(nn.Module):
 
     # ---- codebook ---------------------------------------------------------------------------
     def nearest(self, x_NC: torch.Tensor) -> torch.Tensor:
-        codes_VC = self.codebook.weight
-        dist_NV = x_NC.square().sum(1, keepdim=True) - 2 * x_NC @ codes_VC.t() + codes_VC.square().sum(1)
-        return dist_NV.argmin(dim=1)
+        """Nearest code of every row (fp32, chunked: see :func:`nearest_codes`)."""
+        return nearest_codes(x_NC, self.codebook.weight)
 
     def embed(self, idx_Bn: torch.Tensor) -> torch.Tensor:
-        """Token indices (B, n) -> code grid (B, C, *grid(n))."""
+        """Token indices (B, n) -> code grid (B, C, *grid(n)), in fp32 whatever the codebook's dtype."""
         B, n = idx_Bn.shape
-        return self.codebook(idx_Bn).transpose(1, 2).reshape(B, self.dim, *self._grid_shape(n))
+        codes_BnC = F.embedding(idx_Bn, self.codebook.weight.float())
+        return codes_BnC.transpose(1, 2).reshape(B, self.dim, *self._grid_shape(n))
 
     def scale_contribution(self, k: int, idx_Bn: torch.Tensor) -> torch.Tensor:
         """What scale k's tokens add to the full-resolution latent grid."""
@@ -185,7 +243,8 @@ class MultiScaleVQ(nn.Module):
         """Quantize ``z``; returns the straight-through quantized latent and an info dict.
 
         info: ``indices`` (list of (B, n_k) tensors), ``loss`` (VQ loss), ``usage`` and
-        ``perplexity`` per scale (lists of floats).
+        ``perplexity`` per scale (lists of detached 0-d tensors: reading them is the caller's choice,
+        so a training step does not wait for the device once per scale).
         """
         with torch.autocast(device_type=z_BMC.device.type, enabled=False):
             z = self.to_grid(z_BMC.float())
@@ -204,10 +263,11 @@ class MultiScaleVQ(nn.Module):
                 rest = rest - h.detach()
                 loss = loss + self.beta * F.mse_loss(f_hat.detach(), z) + F.mse_loss(f_hat, z.detach())
                 indices.append(idx_Bn)
-                counts = torch.bincount(idx_N, minlength=self.codebook_size).float()
-                probs = counts / counts.sum()
-                usage.append(float((counts > 0).float().mean()))
-                perplexity.append(float(torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum())))
+                with torch.no_grad():
+                    counts = torch.bincount(idx_N, minlength=self.codebook_size).float()
+                    probs = counts / counts.sum()
+                    usage.append((counts > 0).float().mean())
+                    perplexity.append(torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum()))
                 if self.training:
                     residuals.append(r_NC.detach())
                     self._track_usage(counts)
@@ -262,6 +322,12 @@ class MultiScaleVQ(nn.Module):
         return torch.cat(outs, dim=1)
 
     # ---- codebook health --------------------------------------------------------------------
+    # Codebook writes (dead-code restarts, k-means) change parameters outside the optimiser. A training
+    # loop that shards or casts parameters (FSDP) cannot take them inside the forward: it sets
+    # ``defer_codebook_writes`` and calls :meth:`apply_pending_codebook_update` where the full
+    # parameters can be written (after the optimiser step, see vat3d.training.distributed).
+    defer_codebook_writes: bool = False
+
     @torch.no_grad()
     def _track_usage(self, counts_V: torch.Tensor) -> None:
         if dist.is_available() and dist.is_initialized():
@@ -269,44 +335,133 @@ class MultiScaleVQ(nn.Module):
         self.code_usage.mul_(self.usage_decay).add_(counts_V, alpha=1 - self.usage_decay)
 
     @torch.no_grad()
-    def _restart_dead_codes(self, residuals_NC: torch.Tensor) -> int:
-        dead = self.code_usage < self.dead_code_threshold
-        n_dead = int(dead.sum())
-        if n_dead == 0 or residuals_NC.shape[0] == 0:
-            return 0
-        pick = torch.randint(residuals_NC.shape[0], (n_dead,), device=residuals_NC.device)
-        noise = 0.01 * residuals_NC.std() * torch.randn(n_dead, self.dim, device=residuals_NC.device)
-        self.codebook.weight.data[dead] = residuals_NC[pick] + noise
-        self.code_usage[dead] = 1.0
-        _broadcast(self.codebook.weight.data)
-        return n_dead
+    def _restart_dead_codes(self, residuals_NC: torch.Tensor) -> None:
+        """Codes whose running usage fell below the threshold move onto random residuals of this batch.
+
+        Without host syncs: a candidate row is drawn for every code and the dead ones take it. The usage
+        statistic is the same on every rank (all-reduced); the candidates are rank 0's (broadcast).
+        """
+        dead_V = self.code_usage < self.dead_code_threshold
+        V = self.codebook_size
+        pick_V = torch.randint(residuals_NC.shape[0], (V,), device=residuals_NC.device)
+        noise_VC = torch.randn(V, self.dim, device=residuals_NC.device)
+        rows_VC = residuals_NC[pick_V] + (0.01 * residuals_NC.std()) * noise_VC
+        _broadcast(rows_VC)
+        self.code_usage.masked_fill_(dead_V, 1.0)
+        if self._pending_rows is not None:  # an update not applied yet: keep its rows unless replaced
+            old_dead_V, old_rows_VC = self._pending_rows
+            rows_VC = torch.where(dead_V.unsqueeze(1), rows_VC, old_rows_VC)
+            dead_V = dead_V | old_dead_V
+        self._pending_rows = (dead_V, rows_VC)
+        if not self.defer_codebook_writes:
+            self.apply_pending_codebook_update()
+
+    def has_pending_codebook_update(self) -> bool:
+        return self._pending_rows is not None
 
     @torch.no_grad()
-    def kmeans_init(self, z_BMC: torch.Tensor, iters: int = 10, seed: int = 0) -> None:
-        """Initialise the codebook by k-means on real latents (two rounds: the per-scale
-        downsampled latents, then the residuals seen at every scale with that codebook)."""
-        gen = torch.Generator().manual_seed(seed)
-        z = self.to_grid(z_BMC.detach().float().cpu())
-        samples = torch.cat([self.from_grid(self.downsample(z, n)).reshape(-1, self.dim) for n in self.scale_sizes])
-        device = self.codebook.weight.device
-        self.codebook.weight.data.copy_(kmeans(samples, self.codebook_size, iters, gen).to(device))
-        was_training = self.training
-        self.eval()
-        try:
-            rest, residuals = z.to(device), []
-            for k, n in enumerate(self.scale_sizes):
-                r = self.downsample(rest, n)
-                r_NC = self.from_grid(r).reshape(-1, self.dim)
-                residuals.append(r_NC)
-                rest = rest - self.scale_contribution(k, self.nearest(r_NC).view(z.shape[0], n))
-        finally:
-            self.train(was_training)
-        centres = kmeans(torch.cat(residuals).cpu(), self.codebook_size, iters, gen)
-        self.codebook.weight.data.copy_(centres.to(device))
-        _broadcast(self.codebook.weight.data)
+    def apply_pending_codebook_update(self) -> bool:
+        """Write the rows of dead-code restarts into the codebook (its full, unsharded parameter)."""
+        pending = self._pending_rows
+        if pending is None:
+            return False
+        dead_V, rows_VC = pending
+        weight = self.codebook.weight
+        weight.copy_(torch.where(dead_V.to(weight.device).unsqueeze(1), rows_VC.to(weight), weight))
+        self._pending_rows = None
+        return True
+
+    @torch.no_grad()
+    def kmeans_init(self, z_BMC: torch.Tensor | None, iters: int = 10, seed: int = 0,
+                    max_elements: int = ASSIGN_CHUNK_ELEMENTS) -> None:
+        """Initialise the codebook by k-means on real latents (two rounds: the per-scale downsampled
+        latents, then the residuals seen at every scale with that codebook), on the codebook's device.
+
+        In a distributed run one rank computes: it passes the pooled latents, the others pass None, and
+        the codebook is broadcast from rank 0. Memory beyond ``z_BMC`` is bounded (see
+        :meth:`kmeans_memory_bound`): latents go through the scales a chunk at a time, and code
+        assignment never holds more than ``max_elements`` distances.
+        """
+        if z_BMC is not None:
+            device = self.codebook.weight.device
+            gen = torch.Generator(device=device).manual_seed(seed)
+            was_training = self.training
+            self.eval()
+            try:
+                samples_SC = self._over_latents(z_BMC, self._scale_samples, max_elements)
+                centres_VC = kmeans(samples_SC, self.codebook_size, iters, gen, max_elements=max_elements)
+                del samples_SC
+                self.codebook.weight.copy_(centres_VC)
+                residuals_SC = self._over_latents(z_BMC, self._scale_residuals, max_elements)
+                centres_VC = kmeans(residuals_SC, self.codebook_size, iters, gen, max_elements=max_elements)
+                del residuals_SC
+                self.codebook.weight.copy_(centres_VC)
+            finally:
+                self.train(was_training)
+        elif not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("kmeans_init needs latents (only the ranks > 0 of a distributed run pass None)")
+        _broadcast(self.codebook.weight)
         self.code_usage.fill_(1.0)
         self.initialized.fill_(True)
+        self._pending_rows = None
 
+    def _over_latents(self, z_BMC: torch.Tensor, fn, max_elements: int) -> torch.Tensor:
+        """``fn`` over chunks of latents (moved to the codebook's device in fp32), rows written into one
+        preallocated (B * sum n_k, C) tensor. A chunk holds at most ``max_elements / GRIDS_PER_CHUNK``
+        latent values (or one latent), so the grids ``fn`` makes of it stay within ``max_elements``."""
+        device = self.codebook.weight.device
+        B = z_BMC.shape[0]
+        S = sum(self.scale_sizes)
+        out_SC = torch.empty(B * S, self.dim, device=device)
+        chunk = self._latents_per_chunk(max_elements)
+        for start in range(0, B, chunk):
+            z_bMC = z_BMC[start:start + chunk].to(device=device, dtype=torch.float32)
+            out_SC[start * S:(start + z_bMC.shape[0]) * S] = fn(self.to_grid(z_bMC))
+        return out_SC
+
+    # Latent-sized tensors alive at once while a chunk goes through the scales (input, running residual,
+    # upsampled codes and the refiner's temporaries, the residuals of every scale and their concatenation).
+    GRIDS_PER_CHUNK = 16
+
+    def _latents_per_chunk(self, max_elements: int) -> int:
+        return max(1, max_elements // (self.GRIDS_PER_CHUNK * self.num_latents * self.dim))
+
+    def _scale_samples(self, z_bC_: torch.Tensor) -> torch.Tensor:
+        """The latent downsampled to every scale: (b * sum n_k, C), scale-major within the chunk."""
+        b = z_bC_.shape[0]
+        parts = [self.from_grid(self.downsample(z_bC_, n)) for n in self.scale_sizes]  # (b, n_k, C)
+        return torch.cat(parts, dim=1).reshape(b * sum(self.scale_sizes), self.dim)
+
+    def _scale_residuals(self, z_bC_: torch.Tensor) -> torch.Tensor:
+        """The residual each scale quantizes, with the current codebook: (b * sum n_k, C)."""
+        b, rest, parts = z_bC_.shape[0], z_bC_, []
+        for k, n in enumerate(self.scale_sizes):
+            r_bnC = self.from_grid(self.downsample(rest, n))
+            parts.append(r_bnC)
+            rest = rest - self.scale_contribution(k, self.nearest(r_bnC.reshape(-1, self.dim)).view(b, n))
+        return torch.cat(parts, dim=1).reshape(b * sum(self.scale_sizes), self.dim)
+
+    def kmeans_memory_bound(self, num_latents: int, max_elements: int = ASSIGN_CHUNK_ELEMENTS) -> int:
+        """Bytes :meth:`kmeans_init` allocates beyond its input, for a pool of ``num_latents`` latents
+        (B; B * M tokens), on one device: what the chunking guarantees, not a measurement.
+
+        * the samples (then the residuals) of every scale: R = B * sum n_k rows of C fp32, their (R,)
+          int64 assignment and, for seeding, an (R,) int64 permutation;
+        * the k-means++ seeding pool (:func:`default_seed_points` rows), its norms, distances, a
+          temporary and the float64 cumulative sum;
+        * one chunk of work: ``max_elements`` fp32 distances, and the latent grids of one chunk
+          (``GRIDS_PER_CHUNK`` of them, together at most ``max_elements`` values, or one latent each);
+        * the centres and k-means' per-centre sums and counts (V x C, a few copies).
+        """
+        C, V, M, S = self.dim, self.codebook_size, self.num_latents, sum(self.scale_sizes)
+        rows = num_latents * S
+        samples = rows * C * 4 + rows * 8 + rows * 8
+        seeds = min(rows, default_seed_points(V))
+        seeding = seeds * C * 4 + seeds * (4 * 4 + 8)
+        chunk_grids = self.GRIDS_PER_CHUNK * min(num_latents, self._latents_per_chunk(max_elements)) * M * C * 4
+        chunk_work = max_elements * 4 + max_elements * 8 // max(V, 1) + chunk_grids
+        centres = 8 * V * C * 4
+        return samples + seeding + chunk_work + centres
 
 def _broadcast(tensor: torch.Tensor) -> None:
     """Keep every DDP rank's codebook identical after a data-dependent change (rank 0 wins)."""

@@ -150,7 +150,7 @@ class VATokenizer(ModelMixin):
         """
         sample = self.training if sample_posterior is None else sample_posterior
         post = self.posterior(surface_points, surface_normals, sample=sample)
-        out = {"kl": post["kl"], "mean": post["mean"], "logvar": post["logvar"]}
+        out = {"kl": post["kl"], "mean": post["mean"], "logvar": post["logvar"], "z": post["z"]}
         if quantize:
             latent, info = self.quantizer(post["z"], num_scales=num_scales)
             out.update(vq_loss=info["loss"], indices=info["indices"], usage=info["usage"],

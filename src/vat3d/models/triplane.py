@@ -27,14 +27,21 @@ PLANE_NAMES = ("xy", "xz", "yz")
 
 
 def sample_planes(planes_B3CRR: torch.Tensor, points_BQ3: torch.Tensor, aggregation: str = "sum") -> torch.Tensor:
-    """Bilinear plane features at query points: (B, Q, C) for "sum", (B, Q, 3C) for "concat"."""
+    """Bilinear plane features at query points: (B, Q, C) for "sum", (B, Q, 3C) for "concat", in fp32.
+
+    Sampled in fp32 whatever the planes' dtype or an enclosing autocast: rounding the coordinates to
+    bf16 would move query points by up to 2e-3 (half of bf16's 2^-8 spacing just below 1), 8x the
+    2.4e-4 that storing them as float16 costs (``vat3d prepare``).
+    """
     B, P, C, R, _ = planes_B3CRR.shape
+    planes_B3CRR, points_BQ3 = planes_B3CRR.float(), points_BQ3.float()
     feats = []
-    for p, (a, b) in enumerate(PLANE_AXES):
-        grid_BQ12 = points_BQ3[..., [a, b]].unsqueeze(2).to(planes_B3CRR.dtype)
-        f_BCQ1 = F.grid_sample(planes_B3CRR[:, p], grid_BQ12, mode="bilinear", padding_mode="border",
-                               align_corners=True)
-        feats.append(f_BCQ1.squeeze(-1).transpose(1, 2))
+    with torch.autocast(device_type=planes_B3CRR.device.type, enabled=False):
+        for p, (a, b) in enumerate(PLANE_AXES):
+            grid_BQ12 = points_BQ3[..., [a, b]].unsqueeze(2)
+            f_BCQ1 = F.grid_sample(planes_B3CRR[:, p], grid_BQ12, mode="bilinear", padding_mode="border",
+                                   align_corners=True)
+            feats.append(f_BCQ1.squeeze(-1).transpose(1, 2))
     return torch.stack(feats).sum(0) if aggregation == "sum" else torch.cat(feats, dim=-1)
 
 

@@ -83,14 +83,23 @@ def merged(defaults: dict, given: dict | None) -> dict:
 # optimisation
 
 
+NO_DECAY_KEYWORDS = ("pos", "latents", "queries", "embed", "codebook", "null")
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no decay on biases, norms, embeddings and learned tokens (1-D or named so)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        skip = param.ndim < 2 or any(k in name for k in ("pos", "latents", "queries", "embed", "codebook", "null"))
-        (no_decay if skip else decay).append(param)
+    """AdamW groups: decay on the weights of linear and conv layers; none on biases, norms, embeddings
+    and learned tokens (named so). Decided by the owning module's type and the parameter's name, never
+    by its shape: FSDP hands the optimiser flat 1-D shards of every parameter."""
+    decay, no_decay, seen = [], [], set()
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            full_name = f"{module_name}.{name}" if module_name else name
+            layer = isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))
+            skip = not (layer and name == "weight") or any(k in full_name for k in NO_DECAY_KEYWORDS)
+            (no_decay if skip else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -171,9 +180,14 @@ def stop_at_step_callback(step: int):
 
 def build_trainer(run_dir: str | os.PathLike, cfg: dict, *, devices: Any = "auto", num_nodes: int = 1,
                   strategy: str = "auto", accelerator: str = "auto", precision: str | None = None,
-                  block_types: tuple[type, ...] = (), progress: bool = True, extra_callbacks: list | None = None):
+                  block_types: tuple[type, ...] = (), progress: bool = True, extra_callbacks: list | None = None,
+                  activation_checkpointing: bool = False, find_unused_parameters: bool = False):
     """A Lightning Trainer with checkpoints every N steps (plus ``last.ckpt`` and a checkpoint
-    on crash or Ctrl-C), TensorBoard and CSV logs, and the multi-device flags passed through."""
+    on crash or Ctrl-C), TensorBoard and CSV logs, and the multi-device flags passed through.
+
+    ``strategy="fsdp"`` shards ``block_types`` as units (and recomputes their activations when
+    ``activation_checkpointing``: see :func:`plan_activation_checkpointing`); ``"ddp"`` looks for unused
+    parameters only when the module says its graph leaves some out (``find_unused_parameters``)."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -191,16 +205,16 @@ def build_trainer(run_dir: str | os.PathLike, cfg: dict, *, devices: Any = "auto
     if cfg.get("stop_at_step"):
         callbacks.append(stop_at_step_callback(int(cfg["stop_at_step"])))
     if strategy == "fsdp":
-        from lightning.pytorch.strategies import FSDPStrategy
+        from vat3d.training.distributed import CPUCapableFSDPStrategy
 
-        strategy_obj: Any = FSDPStrategy(auto_wrap_policy=set(block_types) or None,
-                                         activation_checkpointing_policy=set(block_types)
-                                         if cfg.get("activation_checkpointing") else None)
+        # use_orig_params: the parameters keep their names and modules (optimizer groups, codebook writes)
+        strategy_obj: Any = CPUCapableFSDPStrategy(
+            auto_wrap_policy=set(block_types) or None, use_orig_params=True,
+            activation_checkpointing_policy=set(block_types) if activation_checkpointing else None)
     elif strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
-        # two-phase training leaves the quantizer (phase 1) or later refiners (prefix steps) unused
-        strategy_obj = DDPStrategy(find_unused_parameters=True)
+        strategy_obj = DDPStrategy(find_unused_parameters=find_unused_parameters)
     else:
         strategy_obj = strategy
     return pl.Trainer(
@@ -224,6 +238,17 @@ def build_trainer(run_dir: str | os.PathLike, cfg: dict, *, devices: Any = "auto
         use_distributed_sampler=False,  # our step-indexed sampler shards by rank itself
         deterministic=cfg.get("deterministic", False),
     )
+
+
+def plan_activation_checkpointing(model: torch.nn.Module, cfg: dict, strategy: str) -> bool:
+    """One kind of activation checkpointing, whichever way it was asked for (``model.gradient_checkpointing``
+    in the config or ``training.activation_checkpointing``): under FSDP Lightning's policy wraps the
+    blocks and the model's own recomputation is switched off (both at once would recompute twice);
+    under any other strategy the model recomputes its blocks itself. Returns whether FSDP's policy is on."""
+    wanted = bool(cfg.get("activation_checkpointing")) or bool(getattr(model, "config", {}).get("gradient_checkpointing"))
+    fsdp = strategy == "fsdp"
+    model.set_gradient_checkpointing(wanted and not fsdp)
+    return wanted and fsdp
 
 
 def resume_path(run_dir: str | os.PathLike, resume: str | None) -> str | None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 
 from vat3d.data.tokens import TokenDataset, batch_conditions
 from vat3d.models.generator import NextScaleGenerator
 from vat3d.training.common import build_optimizer, merged, weighted_means, rng_state, set_rng_state
+from vat3d.training.distributed import StrategyAwareModule
 from vat3d.training.sampling import StepDataModule
 
 TRAINING_DEFAULTS = {
@@ -82,7 +82,7 @@ class GeneratorDataModule(StepDataModule):
                             tokenizer_fingerprint=self.fingerprint, class_names=self.class_names)
 
 
-class GeneratorModule(pl.LightningModule):
+class GeneratorModule(StrategyAwareModule):
     """The generator and its training / validation steps.
 
     Args:
@@ -93,6 +93,10 @@ class GeneratorModule(pl.LightningModule):
             hold the quantizer keys; a checkpoint restores the weights).
         class_names: class vocabulary for ``cond_type="class"``.
     """
+
+    # every trainable parameter is in every step's graph (condition dropout and modality dropout mix
+    # the null tokens in with torch.where; the quantizer copy is frozen)
+    find_unused_parameters = False
 
     def __init__(self, model: dict, training: dict | None = None, tokenizer: torch.nn.Module | None = None,
                  class_names: list[str] | None = None):
@@ -162,6 +166,18 @@ class GeneratorModule(pl.LightningModule):
     def on_train_start(self) -> None:
         set_rng_state(self._rng_to_restore)
         self._rng_to_restore = None
+
+    def on_fit_start(self) -> None:
+        # caption embeddings before the first step (on the training device), not inside training steps
+        from vat3d.models.conditioners import TextConditioner
+
+        text = [m for m in self.model.modules() if isinstance(m, TextConditioner)]
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not text or datamodule is None:
+            return
+        captions = [r.get("caption") or "" for split in ("train", "val") for r in datamodule.dataset(split).rows]
+        for conditioner in text:
+            conditioner.warm_cache(captions)
 
     def export(self, directory: str | Path, metadata: dict | None = None) -> Path:
         return self.model.save_pretrained(directory, metadata=metadata)

@@ -17,20 +17,30 @@ class MeshPreview(pl.Callback):
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
         self._count += 1
-        if trainer.global_rank != 0 or (self._count - 1) % self.every_n_val:
+        if (self._count - 1) % self.every_n_val:
             return
-        try:
-            self._write(trainer, pl_module)
-        except Exception as error:  # a preview must never stop training
-            pl_module.print(f"mesh preview skipped: {error}")
+        from vat3d.training.distributed import model_on_rank_zero
 
-    def _write(self, trainer: pl.Trainer, pl_module) -> None:
+        model = model_on_rank_zero(trainer, pl_module)  # every rank takes part (FSDP gathers the weights)
+        if model is None:
+            return
+        was_training = model.training
+        model.eval()
+        try:
+            self._write(trainer, pl_module, model)
+        except Exception as error:  # a preview must never stop training
+            pl_module.print(f"mesh preview skipped: {type(error).__name__}: {error}")
+        finally:
+            model.train(was_training)
+
+    def _write(self, trainer: pl.Trainer, pl_module, model) -> None:
         from vat3d.evaluation.render import save_sheet
         from vat3d.geometry.marching import extract_surface
+        from vat3d.models.tokenizer import TokenField
 
-        model = pl_module.model
+        device = next(model.parameters()).device
         batch = next(iter(trainer.val_dataloaders))
-        batch = {k: (v[: self.num_shapes].to(pl_module.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        batch = {k: (v[: self.num_shapes].to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         rows, labels = [], []
         quantized = bool(model.quantizer.initialized) and pl_module.quantizing()
         for i in range(batch["surface_points"].shape[0]):
@@ -39,14 +49,12 @@ class MeshPreview(pl.Callback):
                 indices = model.encode(pts, nrm)
                 K = len(indices)
                 picks = sorted({1, max(1, K // 3), max(1, 2 * K // 3), K})
-                cells = [extract_surface(model.occupancy_fn([t for t in indices[:k]]), resolution=self.resolution)
+                cells = [extract_surface(model.occupancy_fn(list(indices[:k])), resolution=self.resolution)
                          for k in picks]
                 cols = [f"{k} scales" for k in picks]
-            else:
-                z = model.posterior(pts, nrm)["z"]
-                planes = model.decoder.planes(z)
-                cells = [extract_surface(lambda p: model.decoder.query(
-                    planes, torch.as_tensor(p, dtype=torch.float32).unsqueeze(0))[0], resolution=self.resolution)]
+            else:  # the field of the continuous latent: points go to the planes' device (TokenField)
+                planes = model.decoder.planes(model.posterior(pts, nrm)["z"])
+                cells = [extract_surface(TokenField(model.decoder, planes), resolution=self.resolution)]
                 cols = ["continuous"]
             rows.append(cells)
             labels.append(str(batch.get("id", [""] * 99)[i]))

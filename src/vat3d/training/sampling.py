@@ -77,8 +77,11 @@ class StepDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def _loader(self, dataset, **kwargs) -> DataLoader:
+        # pinned host memory when training on a GPU: batches copy to it asynchronously
+        trainer = self.trainer
+        pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
         return DataLoader(SeededItems(dataset), num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **kwargs)
+                          persistent_workers=self.num_workers > 0, pin_memory=pin, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")

@@ -1,26 +1,31 @@
 """Lightning training of the VAT tokenizer.
 
 Two phases as in the paper: the continuous latent first (the decoder sees z), then, from
-``quantize_start_step``, the multi-scale quantizer (its codebook initialised by k-means on
-latents collected during the last continuous steps).
+``quantize_start_step``, the multi-scale quantizer. Its codebook is initialised by k-means on the
+sampled latents z (what the quantizer will see) of the last continuous steps only: the steps that
+together hold ``kmeans_tokens`` tokens over all ranks. Rank 0 keeps that pool and runs k-means (on
+its device, memory bounded: :meth:`MultiScaleVQ.kmeans_init`); the codebook is broadcast. The pool is in
+a checkpoint only when the checkpoint falls inside that window.
 
 Loss = BCE(volume) + near_weight * BCE(near-surface) + kl_weight * warm-up * KL + vq_weight * VQ.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vat3d.models.tokenizer import VATokenizer
 from vat3d.training.common import build_optimizer, merged, weighted_means
+from vat3d.training.distributed import StrategyAwareModule, full_parameters, is_fsdp
 from vat3d.training.sampling import StepDataModule
 
 TRAINING_DEFAULTS = {
@@ -62,22 +67,43 @@ class TokenizerDataModule(StepDataModule):
                                     **self.counts)
 
 
-class TokenizerModule(pl.LightningModule):
+class TokenizerModule(StrategyAwareModule):
+    # the continuous phase leaves the quantizer out of the graph, prefix steps the later refiners
+    find_unused_parameters = True
+
     def __init__(self, model: dict, training: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.cfg = merged(TRAINING_DEFAULTS, training)
         self.model = VATokenizer(**model)
-        self._latent_pool: deque[torch.Tensor] = deque()
+        # dead-code restarts are written after the optimiser step, where the parameters are whole
+        self.model.quantizer.defer_codebook_writes = True
+        self._latent_pool: deque[torch.Tensor] = deque()  # rank 0: sampled z of the last steps, on the CPU
         self._pool_tokens = 0
+        self._pool_steps = 0  # steps remembered, on every rank
+        self._codebook_ready = False  # mirrors quantizer.initialized without reading the device each step
+        self.kmeans_report: dict | None = None  # rank 0: step, pool tokens and seconds of the k-means init
         self._val: list[dict] = []
 
     # ---- helpers ----
     def quantizing(self) -> bool:
         return self.global_step >= self.cfg["quantize_start_step"]
 
+    def _in_pool_window(self, z_BMC: torch.Tensor) -> bool:
+        """Whether this step is one of the last continuous steps whose latents make up the k-means pool."""
+        per_step = self.trainer.world_size * z_BMC.shape[0] * z_BMC.shape[1] if self._trainer else z_BMC[..., 0].numel()
+        window = math.ceil(self.cfg["kmeans_tokens"] / max(1, per_step))
+        return self.global_step >= self.cfg["quantize_start_step"] - window
+
     def _remember_latents(self, z_BMC: torch.Tensor) -> None:
-        sample = z_BMC.detach().float().cpu()
+        """Add this step's sampled latents of every rank to rank 0's pool (a collective on all ranks)."""
+        z = z_BMC.detach().float()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            z = self.all_gather(z).reshape(-1, *z.shape[1:])
+        self._pool_steps += 1
+        if self.global_rank != 0:
+            return
+        sample = z.cpu()
         self._latent_pool.append(sample)
         self._pool_tokens += sample.shape[0] * sample.shape[1]
         while self._pool_tokens - self._latent_pool[0].shape[0] * self._latent_pool[0].shape[1] >= \
@@ -85,18 +111,21 @@ class TokenizerModule(pl.LightningModule):
             old = self._latent_pool.popleft()
             self._pool_tokens -= old.shape[0] * old.shape[1]
 
-    def _maybe_init_codebook(self, batch: dict) -> None:
+    def _init_codebook(self) -> None:
+        """k-means on rank 0's pool, outside the forward, on the full parameters; broadcast to every rank."""
         quantizer = self.model.quantizer
-        if bool(quantizer.initialized):
-            return
-        with torch.no_grad():
-            z = self.model.posterior(batch["surface_points"], batch["surface_normals"], sample=True)["z"]
-        pool = torch.cat([*self._latent_pool, z.float().cpu()])
-        quantizer.kmeans_init(pool.to(z.device), iters=self.cfg["kmeans_iters"], seed=self.cfg["seed"])
+        start = time.perf_counter()
+        pool = torch.cat(list(self._latent_pool)) if self.global_rank == 0 else None
         self._latent_pool.clear()
         self._pool_tokens = 0
+        with full_parameters(self._trainer, quantizer):
+            quantizer.kmeans_init(pool, iters=self.cfg["kmeans_iters"], seed=self.cfg["seed"])
+        self._pool_steps = 0
+        self._codebook_ready = True
+        tokens = 0 if pool is None else pool.shape[0] * pool.shape[1]
+        self.kmeans_report = {"step": self.global_step, "tokens": tokens, "seconds": time.perf_counter() - start}
         self.print(f"step {self.global_step}: quantization on; codebook k-means initialised on "
-                   f"{pool.shape[0] * pool.shape[1]} latent tokens")
+                   f"{tokens} latent tokens")
 
     def _losses(self, batch: dict, quantize: bool, num_scales: int | None = None) -> dict:
         nv = batch["volume_points"].shape[1]
@@ -112,17 +141,18 @@ class TokenizerModule(pl.LightningModule):
     # ---- training ----
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         cfg, step = self.cfg, self.global_step
-        quantize = self.quantizing()
+        # quantized once the codebook is initialised (k-means in on_train_batch_start; a run that reaches
+        # the switch with no pool, e.g. quantize_start_step=0, trains one more step continuously for one)
+        quantize = self.quantizing() and self._codebook_ready
         num_scales = None
         if quantize:
-            self._maybe_init_codebook(batch)
             rng = random.Random(cfg["seed"] * 1_000_003 + step)  # same choice on every rank
             K = self.model.quantizer.num_scales
             if K > 1 and rng.random() < cfg["prefix_prob"]:
                 num_scales = rng.randint(1, K - 1)
         out = self._losses(batch, quantize, num_scales)
-        if not quantize:
-            self._remember_latents(out["mean"])
+        if not quantize and (self.quantizing() or self._in_pool_window(out["z"])):
+            self._remember_latents(out["z"])
         kl_scale = min(1.0, (step + 1) / max(1, cfg["kl_warmup_steps"]))
         loss = (out["bce_vol"] + cfg["near_weight"] * out["bce_near"]
                 + cfg["kl_weight"] * kl_scale * out["kl"] + cfg["vq_weight"] * out["vq_loss"])
@@ -140,6 +170,16 @@ class TokenizerModule(pl.LightningModule):
         self.log("loss", loss, prog_bar=True, logger=False)
         self.log("iou", vol_iou, prog_bar=True, logger=False)
         return loss
+
+    def after_optimizer_step(self) -> None:
+        quantizer = self.model.quantizer
+        if not quantizer.has_pending_codebook_update():
+            return
+        if is_fsdp(self._trainer) and not bool(quantizer._pending_rows[0].any()):
+            quantizer._pending_rows = None  # no dead code: spare the all-gather of the full parameters
+            return
+        with full_parameters(self._trainer, quantizer):
+            quantizer.apply_pending_codebook_update()
 
     # ---- validation ----
     @torch.no_grad()
@@ -169,7 +209,7 @@ class TokenizerModule(pl.LightningModule):
             cross = [float(binary_iou(occ[k - 1][:, :nv], occ[-1][:, :nv])) for k in range(2, K)]
             row["cross_scale_iou"] = sum(cross) / len(cross) if cross else 1.0
             for k, (u, p) in enumerate(zip(info["usage"], info["perplexity"])):
-                row[f"usage_s{k + 1:02d}"], row[f"perplexity_s{k + 1:02d}"] = u, p
+                row[f"usage_s{k + 1:02d}"], row[f"perplexity_s{k + 1:02d}"] = float(u), float(p)
         self._val.append(row)
 
     def on_validation_epoch_end(self) -> None:
@@ -177,19 +217,43 @@ class TokenizerModule(pl.LightningModule):
         if not rows:
             return
         metrics = {f"val/{k}": v for k, v in weighted_means(rows).items()}
+        if bool(self.model.quantizer.initialized):
+            metrics["val/codebook_rank_diff"] = self.codebook_rank_difference()
         self.log_dict(metrics, sync_dist=True)
         self.log("val_iou", metrics["val/vol_iou"], prog_bar=True, logger=False, sync_dist=True)
+
+    @torch.no_grad()
+    def codebook_rank_difference(self) -> float:
+        """Largest difference between any rank's codebook (and usage statistic) and rank 0's: 0 when
+        k-means and the dead-code restarts kept every rank's quantizer identical (a collective)."""
+        quantizer = self.model.quantizer
+        with full_parameters(self._trainer, quantizer, writeback=False):
+            state = torch.cat([quantizer.codebook.weight.float().flatten(), quantizer.code_usage.float()])
+        if self._trainer is None or self.trainer.world_size == 1:
+            return 0.0
+        gathered = self.all_gather(state)
+        return float((gathered - gathered[0]).abs().max())
 
     # ---- optimisation and checkpoints ----
     def configure_optimizers(self):
         return build_optimizer(self.model, self.cfg)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["vat3d_latent_pool"] = list(self._latent_pool)
+        if self._pool_steps:  # only inside the window before the switch; rank 0's checkpoint is the one saved
+            checkpoint["vat3d_latent_pool"] = list(self._latent_pool)
+            checkpoint["vat3d_pool_steps"] = self._pool_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._latent_pool = deque(checkpoint.get("vat3d_latent_pool", []))
+        pool = checkpoint.get("vat3d_latent_pool", [])
+        self._latent_pool = deque(pool) if self.global_rank == 0 else deque()
         self._pool_tokens = sum(t.shape[0] * t.shape[1] for t in self._latent_pool)
+        self._pool_steps = checkpoint.get("vat3d_pool_steps", len(pool))
+
+    def on_train_start(self) -> None:
+        self._codebook_ready = bool(self.model.quantizer.initialized)  # restored or warm-started
+        if self._codebook_ready:  # e.g. the per-step pool older checkpoints carried: not needed any more
+            self._latent_pool.clear()
+            self._pool_tokens = self._pool_steps = 0
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Each step's randomness (posterior noise, dead-code restarts) is seeded by (seed, step, rank):
@@ -198,6 +262,8 @@ class TokenizerModule(pl.LightningModule):
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
+        if self.quantizing() and not self._codebook_ready and self._pool_steps > 0:
+            self._init_codebook()
 
     def export(self, directory: str | Path, metadata: dict | None = None) -> Path:
         return self.model.save_pretrained(directory, metadata=metadata)
