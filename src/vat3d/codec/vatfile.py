@@ -50,6 +50,8 @@ from typing import Union
 
 import numpy as np
 
+from vat3d.schedule import DEFAULT_SIDES, default_scale_sizes
+
 from .bitpack import bits_for_codebook, pack_bits, packed_size, padding_is_zero, unpack_bits
 
 __all__ = [
@@ -139,17 +141,8 @@ _CENTER_Q_LIMIT = 1 << 34
 _F32 = struct.Struct("<f")
 _F64x3 = struct.Struct("<3d")
 
-# The model's schedule rule (``vat3d.models.quantizer.default_scale_sizes``), copied so
-# that this module stays free of model code; tests check that both agree.
-IMPLICIT_SIDES: dict[int, tuple[int, ...]] = {
-    4: (1, 2, 3, 4),
-    6: (1, 2, 3, 4, 6),
-    8: (1, 2, 3, 4, 5, 6, 8),
-    12: (1, 2, 3, 4, 6, 8, 10, 12),
-    16: (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
-    24: (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 24),
-    32: (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 24, 32),
-}
+# The model's schedule rule lives in ``vat3d.schedule`` (torch-free), shared with the quantizer.
+IMPLICIT_SIDES = DEFAULT_SIDES
 
 
 class VatFormatError(ValueError):
@@ -203,27 +196,13 @@ def implicit_scale_sizes(num_latents: int, mode: str = "2d") -> tuple[int, ...]:
 
     ``"2d"``: squares of VAR's patch sides (:data:`IMPLICIT_SIDES`, else roughly
     geometric sides ending at ``sqrt(M)``); ``"1d"``: ``1, 2, 4, ...`` doubling, then ``M``.
-    Equals ``vat3d.models.quantizer.default_scale_sizes``; raises ``ValueError`` for a
+    :func:`vat3d.schedule.default_scale_sizes` as a tuple; raises ``ValueError`` for a
     non-square ``M`` in 2d mode or an unknown mode.
     """
     m = int(num_latents)
     if m < 1:
         raise ValueError(f"number of latents must be >= 1, got {m}")
-    if mode == "2d":
-        side = math.isqrt(m)
-        if side * side != m:
-            raise ValueError(f"2d scales need a square number of latents, got {m}")
-        sides = IMPLICIT_SIDES.get(side)
-        if sides is None:
-            sides = sorted({max(1, round(side ** (i / 7))) for i in range(8)} | {side})
-        return tuple(s * s for s in sides)
-    if mode == "1d":
-        sizes, n = [], 1
-        while n < m:
-            sizes.append(n)
-            n *= 2
-        return (*sizes, m)
-    raise ValueError(f"unknown scale mode {mode!r} (use '2d' or '1d')")
+    return tuple(default_scale_sizes(m, mode))
 
 
 def schedule_kind(scale_sizes: Sequence[int]) -> str | None:
