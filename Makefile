@@ -16,11 +16,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Two test processes (pytest-xdist), one thread each (tests/conftest.py): the 2-core machine's budget.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/vat3d demo

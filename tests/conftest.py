@@ -3,6 +3,12 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One thread per test process: `make test` runs two processes (pytest-xdist) on a 2-core machine, and
+# tiny models spend more in OpenMP spin-waits than in arithmetic when their threads compete for cores
+# (measured: a tiny tokenizer step took 0.65 s with one thread and 1.27 s with two on a busy machine).
+# Set before torch or numpy is imported; subprocesses inherit it.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TINY_TOKENIZER = dict(

@@ -299,6 +299,9 @@ def test_limit_threads_pins_pools_already_loaded():
     before = {(p["user_api"], p["prefix"]): p["num_threads"] for p in threadpool_info()}
     torch_threads = torch.get_num_threads()
     try:
+        threadpool_limits(limits=2)  # the tests run with one thread: start above the limit
+        torch.set_num_threads(2)
+        assert any(p["num_threads"] == 2 for p in threadpool_info())
         limit_threads(1)
         assert all(p["num_threads"] == 1 for p in threadpool_info())
         assert torch.get_num_threads() == 1
