@@ -46,6 +46,33 @@ def test_save_load_identical_tokens_and_logits(tiny_tokenizer, tmp_path):
     assert torch.equal(loaded.decode_tokens(tokens2, q), logits)
 
 
+@pytest.mark.parametrize("storage", ["float16", "bfloat16"])
+def test_half_storage_halves_the_file_and_loads_as_float32(tiny_tokenizer, tmp_path, storage):
+    from safetensors import safe_open
+
+    pts, nrm, q = _batch()
+    tiny_tokenizer.quantizer.kmeans_init(tiny_tokenizer.posterior(pts, nrm)["z"].detach())
+    tiny_tokenizer.eval()
+    full, half = tmp_path / "full", tmp_path / "half"
+    tiny_tokenizer.save_pretrained(full)
+    tiny_tokenizer.save_pretrained(half, storage_dtype=storage)
+    size_full, size_half = ((p / "model.safetensors").stat().st_size for p in (full, half))
+    assert size_half < 0.55 * size_full
+    with safe_open(str(half / "model.safetensors"), "pt") as f:
+        stored_fingerprint = f.metadata()["fingerprint"]
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+    assert getattr(torch, storage) in dtypes and torch.float32 not in dtypes
+    loaded = VATokenizer.from_pretrained(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    # the stored fingerprint is the loaded model's (rounded weights), not the in-memory float32 model's
+    assert loaded.fingerprint() == stored_fingerprint != tiny_tokenizer.fingerprint()
+    tol = 2e-2 if storage == "bfloat16" else 2e-3
+    torch.testing.assert_close(loaded.decode_tokens(tiny_tokenizer.encode(pts, nrm), q),
+                               tiny_tokenizer.decode_tokens(tiny_tokenizer.encode(pts, nrm), q), rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="floating"):
+        tiny_tokenizer.save_pretrained(tmp_path / "bad", storage_dtype=torch.int8)
+
+
 def test_fingerprint_changes_with_weights(tiny_tokenizer):
     before = tiny_tokenizer.fingerprint()
     with torch.no_grad():

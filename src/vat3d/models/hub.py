@@ -66,8 +66,15 @@ class ModelMixin(nn.Module):
 
     config: dict
 
-    def save_pretrained(self, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
+    def save_pretrained(self, directory: str | os.PathLike, metadata: dict | None = None,
+                        storage_dtype: torch.dtype | str | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically).
+
+        ``storage_dtype`` ("float16", "bfloat16" or a torch dtype) stores every floating tensor in that
+        type, half the bytes of float32; :meth:`from_pretrained` casts it back to the model's own dtype.
+        The file's fingerprint is that of the model as it loads (the rounded weights), so reload the
+        file before encoding with it.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"_class_name": type(self).__name__, "_vat3d_version": __version__, **self.config}
@@ -76,10 +83,18 @@ class ModelMixin(nn.Module):
         from safetensors.torch import save_file  # imported when used: building models needs only torch
 
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        loaded = state
+        if storage_dtype is not None:
+            dtype = getattr(torch, storage_dtype) if isinstance(storage_dtype, str) else storage_dtype
+            if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+                raise ValueError(f"storage_dtype must be a floating dtype, got {storage_dtype!r}")
+            stored = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+            loaded = {k: stored[k].to(v.dtype) for k, v in state.items()}  # what from_pretrained will hold
+            state = stored
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
         os.close(fd)
         try:
-            save_file(state, tmp, metadata={"fingerprint": self.fingerprint()})
+            save_file(state, tmp, metadata={"fingerprint": _fingerprint(self.config, loaded)})
             publish(tmp, directory / WEIGHTS_NAME)
         finally:
             if os.path.exists(tmp):
@@ -119,13 +134,7 @@ class ModelMixin(nn.Module):
 
     def fingerprint(self, nbytes: int = 8) -> str:
         """A short hex digest of the config and every weight: two models share it only if identical."""
-        digest = hashlib.sha256()
-        digest.update(json.dumps(self.config, sort_keys=True).encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(str(tensor.dtype).encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[: 2 * nbytes]
+        return _fingerprint(self.config, self.state_dict(), nbytes)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Switch block recomputation in training on or off here and in every submodule that has the
@@ -136,6 +145,16 @@ class ModelMixin(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def _fingerprint(config: dict, state: dict[str, torch.Tensor], nbytes: int = 8) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(config, sort_keys=True).encode())
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[: 2 * nbytes]
 
 
 def _resolve(directory: str | os.PathLike) -> str:
