@@ -62,15 +62,26 @@ def _volume_iou(model_dir: Path, data: Path) -> float:
     return float(np.mean(ious))
 
 
+@pytest.fixture(scope="module")
+def four_shapes(tmp_path_factory) -> Path:
+    from vat3d.data.prepare import prepare_dataset
+
+    out = tmp_path_factory.mktemp("data4")
+    prepare_dataset("procedural:4:3", out, num_surface=512, num_volume=4096, num_near=4096)
+    return out
+
+
 @pytest.mark.slow
-def test_tiny_model_overfits_eight_shapes(eight_shapes, tmp_path):
+def test_tiny_model_overfits_four_shapes(four_shapes, tmp_path):
+    # 500 steps (the continuous phase to 200, then quantized): volume IoU 0.869 on one machine (fp32, one
+    # thread); an untrained model is near 0.1. 1600 steps on 8 shapes reached 0.9 but cost 4x the time.
     run = tmp_path / "run"
-    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(run), "--max-steps", "1600",
-            "--set", "training.quantize_start_step=600", "--set", "training.lr=3e-3",
-            "--set", "training.val_every_n_steps=800", "--set", "training.ckpt_every_n_steps=1000",
+    _train([*COMMON, "--data", str(four_shapes), "--run-dir", str(run), "--max-steps", "500",
+            "--set", "training.quantize_start_step=200", "--set", "training.lr=3e-3",
+            "--set", "training.val_every_n_steps=250", "--set", "training.ckpt_every_n_steps=1000",
             "--set", "data.num_volume=1024", "--set", "data.num_near=1024", "--set", "model.plane_resolution=32"])
-    iou = _volume_iou(run / "model", eight_shapes)
-    assert iou >= 0.9, f"volume IoU {iou:.3f} after overfitting 8 shapes"
+    iou = _volume_iou(run / "model", four_shapes)
+    assert iou >= 0.8, f"volume IoU {iou:.3f} after overfitting 4 shapes"
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
     assert any(r.get("val/cross_scale_iou") for r in rows)  # validation ran with quantization on
     assert any(r.get("codebook/usage_s01") for r in rows)  # codebook usage is logged per scale
