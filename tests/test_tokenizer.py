@@ -67,8 +67,9 @@ def test_half_storage_halves_the_file_and_loads_as_float32(tiny_tokenizer, tmp_p
     # the stored fingerprint is the loaded model's (rounded weights), not the in-memory float32 model's
     assert loaded.fingerprint() == stored_fingerprint != tiny_tokenizer.fingerprint()
     tol = 2e-2 if storage == "bfloat16" else 2e-3
-    torch.testing.assert_close(loaded.decode_tokens(tiny_tokenizer.encode(pts, nrm), q),
-                               tiny_tokenizer.decode_tokens(tiny_tokenizer.encode(pts, nrm), q), rtol=tol, atol=tol)
+    tokens = tiny_tokenizer.encode(pts, nrm)
+    torch.testing.assert_close(loaded.decode_tokens(tokens, q), tiny_tokenizer.decode_tokens(tokens, q),
+                               rtol=tol, atol=tol)
     with pytest.raises(ValueError, match="floating"):
         tiny_tokenizer.save_pretrained(tmp_path / "bad", storage_dtype=torch.int8)
 

@@ -24,13 +24,18 @@ COMMON = ["--config", "tiny", "--accelerator", "cpu", "--devices", "1", "--preci
           "--set", "data.num_workers=0", "--set", "data.val_fraction=0"]
 
 
-@pytest.fixture(scope="module")
-def eight_shapes(tmp_path_factory) -> Path:
+def _procedural_data(tmp_path_factory, count: int) -> Path:
+    """``count`` procedural shapes from seed 3, prepared small."""
     from vat3d.data.prepare import prepare_dataset
 
-    out = tmp_path_factory.mktemp("data8")
-    prepare_dataset("procedural:8:3", out, num_surface=512, num_volume=4096, num_near=4096)
+    out = tmp_path_factory.mktemp(f"data{count}")
+    prepare_dataset(f"procedural:{count}:3", out, num_surface=512, num_volume=4096, num_near=4096)
     return out
+
+
+@pytest.fixture(scope="module")
+def eight_shapes(tmp_path_factory) -> Path:
+    return _procedural_data(tmp_path_factory, 8)
 
 
 def _train(args: list[str]) -> None:
@@ -64,11 +69,7 @@ def _volume_iou(model_dir: Path, data: Path) -> float:
 
 @pytest.fixture(scope="module")
 def four_shapes(tmp_path_factory) -> Path:
-    from vat3d.data.prepare import prepare_dataset
-
-    out = tmp_path_factory.mktemp("data4")
-    prepare_dataset("procedural:4:3", out, num_surface=512, num_volume=4096, num_near=4096)
-    return out
+    return _procedural_data(tmp_path_factory, 4)
 
 
 @pytest.mark.slow
