@@ -124,3 +124,14 @@ def farthest_point_sample(points_BN3: torch.Tensor, num_samples: int, start: int
         dist_BN = torch.minimum(dist_BN, (points_BN3 - chosen_B13).square().sum(-1))
         current_B = dist_BN.argmax(dim=1)
     return idx_BS
+
+
+def has_native_bf16(device: "torch.device | str" = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or
+    AMX. Elsewhere (AVX2-only CPUs) bf16 is emulated and several times slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

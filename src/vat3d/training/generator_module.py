@@ -155,7 +155,7 @@ class GeneratorModule(StrategyAwareModule):
         self.log("val_loss", metrics["val/loss"], prog_bar=True, logger=False, sync_dist=True)
 
     def configure_optimizers(self):
-        return build_optimizer(self.model, self.cfg)
+        return build_optimizer(self.model, self.cfg, precision=str(getattr(self._trainer, "precision", "32")))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vat3d_rng"] = rng_state()

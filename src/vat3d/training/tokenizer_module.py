@@ -236,7 +236,7 @@ class TokenizerModule(StrategyAwareModule):
 
     # ---- optimisation and checkpoints ----
     def configure_optimizers(self):
-        return build_optimizer(self.model, self.cfg)
+        return build_optimizer(self.model, self.cfg, precision=str(getattr(self._trainer, "precision", "32")))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self._pool_steps:  # only inside the window before the switch; rank 0's checkpoint is the one saved
