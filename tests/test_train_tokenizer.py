@@ -192,3 +192,14 @@ def test_precision_auto_follows_the_hardware():
     assert resolve_precision(None, "auto") == resolve_precision() == default_precision()
     if not torch.cuda.is_available():
         assert default_precision() == ("bf16-mixed" if cpu_has_native_bf16() else "32")
+
+
+def test_mixed_precision_takes_the_unfused_optimizer():
+    """Lightning cannot clip a fused optimizer's gradients under mixed precision (it unscales them itself)."""
+    from vat3d.training.common import build_optimizer
+
+    model = torch.nn.Linear(4, 2)
+    cfg = dict(weight_decay=0.01, lr=1e-3, betas=(0.9, 0.95), warmup_steps=1, max_steps=10, min_lr_ratio=0.1)
+    assert build_optimizer(model, cfg, precision="32")["optimizer"].defaults["fused"]
+    for precision in ("bf16-mixed", "16-mixed"):
+        assert not build_optimizer(model, cfg, precision=precision)["optimizer"].defaults["fused"]
