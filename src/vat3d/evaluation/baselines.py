@@ -11,7 +11,6 @@ import math
 from typing import Sequence
 
 import DracoPy
-import fast_simplification
 import numpy as np
 import trimesh
 
@@ -22,18 +21,12 @@ from vat3d.evaluation.metrics import (
     point_to_surface_distance,
     sample_surface_points,
 )
+from vat3d.geometry.simplify import simplify
 
 __all__ = ["weld", "draco_encode", "draco_roundtrip", "simplify", "best_under_budget", "ply_bytes"]
 
 DEFAULT_QBITS: tuple[int, ...] = (6, 7, 8, 9, 10, 11, 12, 13, 14)
 
-
-def _clean(vertices_V3: np.ndarray, faces_F3: np.ndarray) -> trimesh.Trimesh:
-    """A mesh without unreferenced vertices (Draco and byte counts should not pay for them)."""
-    mesh = trimesh.Trimesh(np.asarray(vertices_V3, dtype=np.float64), np.asarray(faces_F3, dtype=np.int64), process=False)
-    if len(mesh.faces):
-        mesh.remove_unreferenced_vertices()
-    return mesh
 
 
 def weld(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
@@ -70,23 +63,6 @@ def draco_roundtrip(
         np.asarray(decoded.points, dtype=np.float64), np.asarray(decoded.faces, dtype=np.int64), process=False
     )
     return out, len(buffer)
-
-
-def simplify(mesh: trimesh.Trimesh, target_faces: int, aggressiveness: float = 7.0) -> trimesh.Trimesh:
-    """Quadric edge-collapse simplification (fast_simplification) to about ``target_faces`` faces.
-
-    Returns a copy of the mesh when it has no more than ``target_faces`` faces already.
-    """
-    n_faces = len(mesh.faces)
-    if target_faces >= n_faces:
-        return _clean(mesh.vertices, mesh.faces)
-    vertices_V3, faces_F3 = fast_simplification.simplify(
-        np.asarray(mesh.vertices, dtype=np.float64),
-        np.asarray(mesh.faces, dtype=np.int32),
-        target_count=max(int(target_faces), 1),
-        agg=aggressiveness,
-    )
-    return _clean(vertices_V3, faces_F3)
 
 
 def ply_bytes(mesh: trimesh.Trimesh) -> int:
