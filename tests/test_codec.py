@@ -169,16 +169,34 @@ def test_cli_decode_precision(files, tmp_path):
     assert len(meshes["fp32"].faces) > 0
     np.testing.assert_allclose(meshes["bf16"].bounds, meshes["fp32"].bounds, atol=0.1 * RADIUS)
     result = run("decode", "default", tmp_path / "s.vat", "-o", tmp_path / "x.ply", "--precision", "fp16")
-    assert result.exit_code != 0 and "fp32 or bf16" in result.output
+    assert result.exit_code != 0 and "auto, fp32 or bf16" in result.output
     # --dense and --band reach the extraction: the dense file is the API's dense mesh
     from vat3d.pretrained import load_tokenizer
 
     reference, _ = decode_file(load_tokenizer("default"), tmp_path / "s.vat", resolution=48, dense=True)
     for flag in (["--dense"], ["--band", "0.5"]):
         out = tmp_path / f"{flag[0][2:]}.ply"
-        assert run("decode", "default", tmp_path / "s.vat", "-o", out, "--resolution", "48", *flag).exit_code == 0
+        assert run("decode", "default", tmp_path / "s.vat", "-o", out, "--resolution", "48", "--precision", "fp32",
+                   "--faces", "0", *flag).exit_code == 0
         np.testing.assert_allclose(trimesh.load(out, process=False).vertices, reference.vertices, rtol=0, atol=1e-6)
     assert run("decode", "default", tmp_path / "s.vat", "-o", tmp_path / "y.ply", "--band", "-1").exit_code != 0
+
+
+def test_decoded_meshes_are_simplified_to_the_face_budget(files, tmp_path, monkeypatch):
+    """--faces N (and decode_tokens(faces=N)) simplify the marching-cubes mesh; --faces 0 keeps it."""
+    monkeypatch.setattr(VATokenizer, "occupancy_fn", sphere_field())
+    model = VATokenizer.from_pretrained(files["model"])
+    shape = encode_mesh(model, files["sphere"])
+    full = decode_tokens(model, shape.tokens, shape.transform, resolution=64)
+    small = decode_tokens(model, shape.tokens, shape.transform, resolution=64, faces=2000)
+    assert len(full.faces) > 10_000 and 1500 <= len(small.faces) <= 2000
+    np.testing.assert_allclose(small.bounds, full.bounds, atol=0.02 * RADIUS)
+    assert run("encode", files["model"], files["sphere"], "-o", tmp_path / "s.vat").exit_code == 0
+    for flag, check in ((["--faces", "2000"], lambda n: n <= 2000), (["--faces", "0"], lambda n: n == len(full.faces))):
+        out = tmp_path / f"s{flag[1]}.ply"
+        result = run("decode", files["model"], tmp_path / "s.vat", "-o", out, "--resolution", "64", *flag)
+        assert result.exit_code == 0, result.output
+        assert check(len(trimesh.load(out, process=False).faces))
 
 
 def test_cli_batch_folder_goes_on_after_a_bad_file(files, tmp_path, monkeypatch):

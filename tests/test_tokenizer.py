@@ -182,5 +182,10 @@ def test_bf16_field_is_close_and_precision_is_checked(tiny_tokenizer):
     bf16 = tiny_tokenizer.occupancy_fn(tokens, precision="bf16")(points)
     assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
     assert (bf16 - fp32).abs().max() < 0.05 * fp32.abs().max() + 1e-3
+    auto = tiny_tokenizer.occupancy_fn(tokens, precision="auto")
+    from vat3d.models.modules import has_native_bf16
+
+    assert auto.precision == ("bf16" if has_native_bf16("cpu") else "fp32")  # bf16 only where it is native
+    assert torch.equal(auto(points), bf16 if auto.precision == "bf16" else fp32)
     with pytest.raises(ValueError, match="precision"):
         tiny_tokenizer.occupancy_fn(tokens, precision="fp8")

@@ -12,6 +12,7 @@ tokens) the ``.vat`` bytes are entropy-coded with the generator as prior (see
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -32,21 +33,39 @@ from vat3d.geometry.io import load_mesh
 from vat3d.geometry.marching import extract_surface
 from vat3d.geometry.normalize import Transform, normalize_mesh
 from vat3d.geometry.sampling import sample_surface
+from vat3d.geometry.simplify import simplify
 
 MeshLike = "str | os.PathLike | trimesh.Trimesh"
 
 
 @dataclass
 class EncodedShape:
-    """One shape's multi-scale tokens (list of (n_k,) int64 arrays) and its normalisation."""
+    """One shape's multi-scale tokens (list of (n_k,) int64 arrays) and its normalisation.
+
+    ``tokens`` holds the scales the file keeps (all of them unless rate control cut a prefix).
+    With an encode-time search (``effort`` other than ``"fast"``) or rate control, ``score`` is the
+    held-out IoU of the kept tokens on the input's own labelled queries, ``fast_score`` that of the
+    amortised encoder's full tokens, ``prefix_scores`` every prefix's, and ``source`` says which
+    candidate of the search won (see :mod:`vat3d.codec.refine`).
+    """
 
     tokens: list[np.ndarray]
     transform: Transform
     data: bytes  # the .vat file contents
+    effort: str = "fast"
+    seconds: float = 0.0
+    score: float | None = None
+    fast_score: float | None = None
+    prefix_scores: list[float] | None = None
+    source: str = "fast"
 
     @property
     def num_bytes(self) -> int:
         return len(self.data)
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.tokens)
 
 
 def model_fingerprint_bytes(model) -> bytes:
@@ -82,19 +101,84 @@ def surface_input(mesh: "str | os.PathLike | trimesh.Trimesh", num_points: int, 
     return as_t(points), as_t(normals), transform
 
 
-@torch.no_grad()
 def encode_mesh(model, mesh: "str | os.PathLike | trimesh.Trimesh", *, num_points: int | None = None,
-                seed: int = 0, margin: float = 0.05, generator=None) -> EncodedShape:
+                seed: int = 0, margin: float = 0.05, generator=None, effort="fast",
+                max_bytes: int | None = None, target_iou: float | None = None) -> EncodedShape:
     """Tokenize one mesh (deterministic for a given seed) and build its ``.vat`` bytes.
 
     ``generator``: entropy-code the tokens with this generator as prior (else raw bit-packing).
+    ``effort``: ``"fast"`` (the amortised encoder), ``"balanced"`` or ``"best"`` (search the tokens
+    against the mesh's own occupancy, never worse than ``"fast"`` on held-out queries; an
+    :class:`~vat3d.codec.refine.EffortSettings` also works). See :mod:`vat3d.codec.refine`.
+    Rate control: ``target_iou`` keeps the shortest prefix of scales whose held-out IoU reaches it
+    (all scales if none does); ``max_bytes`` keeps the longest prefix whose file fits (a
+    ``ValueError`` if not even one scale fits).
     """
+    return encode_meshes(model, [mesh], num_points=num_points, seed=seed, margin=margin, generator=generator,
+                         effort=effort, max_bytes=max_bytes, target_iou=target_iou)[0]
+
+
+def encode_meshes(model, meshes: Sequence, *, num_points: int | None = None, seed: int = 0, margin: float = 0.05,
+                  generator=None, effort="fast", max_bytes: int | None = None, target_iou: float | None = None,
+                  ) -> list[EncodedShape]:
+    """:func:`encode_mesh` of several meshes, searched together as one batch (same results as one by one)."""
+    from vat3d.codec.refine import effort_settings, heldout_iou, label_queries, prefix_scores, refine_tokens
+
+    settings = effort_settings(effort)
+    effort_name = effort if isinstance(effort, str) else "custom"
+    if target_iou is not None and not 0.0 < target_iou <= 1.0:
+        raise ValueError(f"target_iou must be in (0, 1], got {target_iou}")
+    if max_bytes is not None and max_bytes < 1:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    start = time.perf_counter()
     model.eval()
     device = next(model.parameters()).device
-    points, normals, transform = surface_input(mesh, num_points or model.num_points, seed=seed, margin=margin)
-    tokens = [t[0].cpu().numpy() for t in model.encode(points.to(device), normals.to(device))]
-    data = tokens_to_bytes(model, tokens, transform, generator=generator)
-    return EncodedShape(tokens, transform, data)
+    loaded = [m if isinstance(m, trimesh.Trimesh) else load_mesh(m) for m in meshes]
+    inputs = [surface_input(m, num_points or model.num_points, seed=seed, margin=margin) for m in loaded]
+    points = torch.cat([p for p, _, _ in inputs]).to(device)
+    normals = torch.cat([n for _, n, _ in inputs]).to(device)
+    needs_queries = settings.searches or target_iou is not None
+    fast_scores = sources = queries = None
+    if needs_queries:
+        queries = [label_queries(normalize_mesh(m, margin=margin)[0], num_volume=settings.num_volume,
+                                 num_near=settings.num_near, heldout_fraction=settings.heldout_fraction, seed=seed)
+                   for m in loaded]
+        result = refine_tokens(model, points, normals, queries, effort=settings, seed=seed)
+        per_shape = result.tokens
+        fast_scores, sources = result.fast_scores, result.sources
+    else:
+        with torch.no_grad():
+            full = model.encode(points, normals)
+        per_shape = [[t[b:b + 1] for t in full] for b in range(len(loaded))]
+    out = []
+    for b, tokens in enumerate(per_shape):
+        transform = inputs[b][2]
+        prefixes = None
+        keep = len(tokens)
+        if target_iou is not None:
+            with torch.no_grad():
+                prefixes = prefix_scores(model, tokens, queries[b])[0].tolist()
+            keep = next((k + 1 for k, s in enumerate(prefixes) if s >= target_iou), keep)
+        arrays = [t[0].cpu().numpy() for t in tokens]
+        data = tokens_to_bytes(model, arrays[:keep], transform, generator=generator)
+        while max_bytes is not None and len(data) > max_bytes:
+            if keep == 1:
+                raise ValueError(f"not even one scale fits in {max_bytes} B (the first scale's file is "
+                                 f"{len(data)} B)")
+            keep -= 1
+            data = tokens_to_bytes(model, arrays[:keep], transform, generator=generator)
+        score = None
+        if prefixes:
+            score = prefixes[keep - 1]
+        elif needs_queries:
+            score = result.scores[b] if keep == len(tokens) else float(heldout_iou(model, tokens[:keep], queries[b])[0])
+        out.append(EncodedShape(arrays[:keep], transform, data, effort=effort_name, score=score,
+                                fast_score=fast_scores[b] if fast_scores else None, prefix_scores=prefixes,
+                                source=sources[b] if sources else "fast"))
+    seconds = (time.perf_counter() - start) / max(len(out), 1)
+    for shape in out:
+        shape.seconds = seconds
+    return out
 
 
 def tokens_to_bytes(model, tokens: Sequence, transform: Transform | None = None, *, generator=None) -> bytes:
@@ -112,11 +196,15 @@ def tokens_to_bytes(model, tokens: Sequence, transform: Transform | None = None,
 @torch.no_grad()
 def decode_tokens(model, tokens: Sequence, transform: Transform | None = None, *, resolution: int = 256,
                   num_scales: int | None = None, dense: bool = False, precision: str = "fp32",
-                  band: float = 0.0) -> trimesh.Trimesh:
+                  band: float = 0.0, faces: int | None = None) -> trimesh.Trimesh:
     """Tokens of the first k scales -> a mesh (original coordinates when ``transform`` is given).
 
+    ``faces``: simplify the extracted surface to at most about this many faces (quadric edge collapse;
+    ``None`` keeps marching cubes' full mesh, 10^5-10^6 faces at 256^3).
+
     ``dense=True`` evaluates every grid point (the reference for coarse-to-fine extraction);
-    ``precision="bf16"`` runs the occupancy MLP in bfloat16 (faster on CPUs with bf16 support);
+    ``precision="bf16"`` runs the occupancy MLP in bfloat16 (faster on CPUs with bf16 support; ``"auto"``
+    picks it where the hardware computes bf16 natively);
     ``band`` (logits) also refines cells whose corners come that close to the surface, which finds
     small fragments the coarse pass misses (see :func:`vat3d.geometry.marching.extract_surface`).
     """
@@ -126,6 +214,8 @@ def decode_tokens(model, tokens: Sequence, transform: Transform | None = None, *
     indices = [torch.as_tensor(np.asarray(t), dtype=torch.long, device=device).reshape(1, -1) for t in tokens]
     mesh = extract_surface(model.occupancy_fn(indices, precision=precision), resolution=resolution, dense=dense,
                            band=band, device=device)
+    if faces is not None and len(mesh.faces) > faces:
+        mesh = simplify(mesh, faces)
     if transform is not None and len(mesh.vertices):
         mesh = trimesh.Trimesh(transform.invert(np.asarray(mesh.vertices)), mesh.faces, process=False,
                                metadata=dict(mesh.metadata))
@@ -170,9 +260,9 @@ def read_tokens(model, data: bytes, *, max_scales: int | None = None, generator=
 
 def decode_file(model, path: "str | os.PathLike", *, resolution: int = 256, num_scales: int | None = None,
                 generator=None, precision: str = "fp32", band: float = 0.0,
-                dense: bool = False) -> tuple[trimesh.Trimesh, int]:
+                dense: bool = False, faces: int | None = None) -> tuple[trimesh.Trimesh, int]:
     """Decode a ``.vat`` file; returns the mesh (original coordinates) and the number of scales used."""
     vat, transform = read_tokens(model, _read_limited(path), max_scales=num_scales, generator=generator)
     mesh = decode_tokens(model, vat.tokens, transform, resolution=resolution, precision=precision, band=band,
-                         dense=dense)
+                         dense=dense, faces=faces)
     return mesh, len(vat.tokens)

@@ -16,6 +16,9 @@ import typer
 
 MESH_SUFFIXES = {".obj", ".ply", ".stl", ".off", ".glb", ".gltf"}
 OUT_SUFFIXES = {".obj", ".ply", ".glb", ".stl", ".off"}
+# Face budget of decoded meshes: on 12 held-out real meshes, simplifying the 256^3 decode (170K-1M faces) to
+# 20K faces changed F@0.01 against the input by at most 0.003 (docs/codec.md, "Meshes sized for use").
+DEFAULT_DECODE_FACES = 20000
 
 
 def _expand(inputs: list[Path], suffixes: set[str]) -> list[Path]:
@@ -79,32 +82,52 @@ def encode(
     out: Path = typer.Option(..., "--output", "-o", help="A .vat path (one input) or a folder."),
     seed: int = typer.Option(0, help="Seed of the surface sampling (encoding is deterministic per seed)."),
     entropy: Optional[str] = typer.Option(None, "--entropy", help="Entropy-code with this generator (or 'default')."),
+    effort: str = typer.Option("fast", "--effort", help="fast (amortised encoder), balanced or best: search the "
+                               "tokens against the mesh's own occupancy (slower, never worse on held-out points)."),
+    max_bytes: Optional[int] = typer.Option(None, "--max-bytes", min=1,
+                                            help="Keep the longest prefix of scales whose file fits in N bytes."),
+    target_iou: Optional[float] = typer.Option(None, "--target-iou", min=0.0, max=1.0,
+                                               help="Keep the shortest prefix of scales whose held-out IoU reaches X."),
 ) -> None:
     """Encode meshes to .vat token files (raw bit-packed, or entropy-coded with --entropy GENERATOR)."""
-    from rich.progress import track
+    from rich.progress import Progress
 
-    from vat3d.codec.api import tokens_to_bytes, encode_mesh
+    from vat3d.codec.api import encode_mesh
+    from vat3d.codec.refine import EFFORTS
     from vat3d.pretrained import load_tokenizer
 
+    if effort not in EFFORTS:
+        raise typer.BadParameter(f"--effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
     tokenizer = load_tokenizer(model)
     generator = load_entropy_generator(entropy, tokenizer) if entropy else None
     files = _expand(inputs, MESH_SUFFIXES)
     targets = _targets(files, inputs, out, ".vat")
-    total, failed = 0, 0
-    for src, dst in track(list(zip(files, targets)), description="encoding", transient=True):
-        try:
-            shape = encode_mesh(tokenizer, src, seed=seed)
-            data = shape.data if generator is None else tokens_to_bytes(tokenizer, shape.tokens, shape.transform,
-                                                                        generator=generator)
-            _write(dst, data, files)
-            total += len(data)
-        except Exception as error:  # report and go on with the batch
-            failed += 1
-            _fail(src, error)
+    total, failed, seconds = 0, 0, 0.0
+    verbose = effort != "fast" or target_iou is not None or max_bytes is not None
+    with Progress(transient=True) as progress:
+        task = progress.add_task("encoding", total=len(files))
+        for src, dst in zip(files, targets):
+            try:
+                shape = encode_mesh(tokenizer, src, seed=seed, generator=generator, effort=effort,
+                                    max_bytes=max_bytes, target_iou=target_iou)
+                _write(dst, shape.data, files)
+                total += shape.num_bytes
+                seconds += shape.seconds
+                if verbose:
+                    score = (f", held-out IoU {shape.score:.3f} (fast {shape.fast_score:.3f})"
+                             if shape.score is not None else "")
+                    progress.console.print(
+                        f"{src.name}: {shape.num_bytes} B, {shape.num_scales} of {len(tokenizer.scale_sizes)} "
+                        f"scales{score}, {shape.seconds:.1f} s")
+            except Exception as error:  # report and go on with the batch
+                failed += 1
+                _fail(src, error)
+            progress.advance(task)
     done = len(files) - failed
     typer.echo(f"encoded {done} of {len(files)} meshes, {total} bytes in all"
-               + (f" ({total / done:.0f} B per shape)" if done else "")
-               + (" [entropy-coded]" if generator is not None else "") + f" -> {out}")
+               + (f" ({total / done:.0f} B, {seconds / done:.2f} s per shape)" if done else "")
+               + (" [entropy-coded]" if generator is not None else "")
+               + (f" [effort {effort}]" if effort != "fast" else "") + f" -> {out}")
     if failed:
         raise typer.Exit(1)
 
@@ -115,7 +138,11 @@ def decode(
     out: Path = typer.Option(..., "--output", "-o", help="A mesh path (.obj/.ply/.glb/.stl/.off) or a folder."),
     scales: Optional[int] = typer.Option(None, "--scales", min=1, help="Decode only the first K scales (coarser)."),
     resolution: int = typer.Option(256, help="Marching-cubes grid resolution (256 or 512)."),
-    precision: str = typer.Option("fp32", help="Occupancy MLP precision: fp32, or bf16 (faster on CPUs with bf16)."),
+    precision: str = typer.Option("auto", help="Occupancy MLP precision: auto (bf16 where the CPU/GPU computes it "
+                                  "natively, else fp32), fp32 or bf16."),
+    faces: int = typer.Option(DEFAULT_DECODE_FACES, "--faces", min=0,
+                              help="Simplify each decoded mesh to at most about N faces (0: keep marching cubes' "
+                                   "full mesh, 10^5-10^6 faces at 256^3)."),
     band: float = typer.Option(0.0, min=0.0, help="Also refine cells within this many logits of the surface: "
                                "finds small fragments the coarse pass misses (0.25: ~1.5x slower)."),
     dense: bool = typer.Option(False, "--dense", help="Evaluate every grid point (slow reference)."),
@@ -130,8 +157,8 @@ def decode(
     from vat3d.codec.vatfile import VatTruncatedWarning, _read_limited, decode_vat_header
     from vat3d.pretrained import load_generator, load_tokenizer
 
-    if precision not in ("fp32", "bf16"):
-        raise typer.BadParameter(f"--precision must be fp32 or bf16, got {precision!r}")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise typer.BadParameter(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     tokenizer = load_tokenizer(model)
     files = _expand(inputs, {".vat"})
     suffix = out.suffix.lower() if len(files) == 1 and out.suffix.lower() in OUT_SUFFIXES else f".{fmt.lower()}"
@@ -159,7 +186,7 @@ def decode(
                 typer.secho(f"warning: {src}: truncated file, decoding its {len(vat.tokens)} complete scales "
                             f"of {vat.header.num_scales_stored} (coarser)", fg=typer.colors.YELLOW, err=True)
             mesh = decode_tokens(tokenizer, vat.tokens, transform, resolution=resolution, precision=precision,
-                                 band=band, dense=dense)
+                                 band=band, dense=dense, faces=faces or None)
             if not len(mesh.faces):
                 typer.secho(f"warning: {src}: the decoded field has no surface (empty mesh written)",
                             fg=typer.colors.YELLOW, err=True)

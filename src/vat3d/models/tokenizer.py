@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from vat3d.models.hub import ModelMixin, register_to_config
-from vat3d.models.modules import Block, FourierEmbedder, farthest_point_sample, run_blocks
+from vat3d.models.modules import Block, FourierEmbedder, farthest_point_sample, has_native_bf16, run_blocks
 from vat3d.models.quantizer import MultiScaleVQ
 from vat3d.models.triplane import TriplaneDecoder, grid_plane_tables
 
@@ -182,7 +182,8 @@ class VATokenizer(ModelMixin):
 
         It also answers grid queries (``grid_evaluator``), which surface extraction uses. ``chunk_size``
         points go through the MLP at a time (small chunks stay in cache: 8192 is ~3x faster than 256k
-        on a CPU); ``precision="bf16"`` runs the point MLP under bfloat16 autocast (~1.3x faster decoding
+        on a CPU); ``precision="auto"`` is bf16 where the hardware has it natively, else fp32;
+        ``precision="bf16"`` runs the point MLP under bfloat16 autocast (~1.3x faster decoding
         on CPUs with native bf16, meshes within 1e-4 Chamfer of fp32 on the shipped model).
         """
         if indices[0].shape[0] != 1:
@@ -199,11 +200,13 @@ class TokenField:
     bilinear sampling at arbitrary points. Both return float32 logits.
     """
 
-    PRECISIONS = ("fp32", "bf16")
+    PRECISIONS = ("fp32", "bf16", "auto")
 
     def __init__(self, decoder, planes_13CRR: torch.Tensor, chunk_size: int = 8192, precision: str = "fp32"):
         if precision not in self.PRECISIONS:
             raise ValueError(f"precision must be one of {self.PRECISIONS}, got {precision!r}")
+        if precision == "auto":  # bf16 only where the hardware computes it natively
+            precision = "bf16" if has_native_bf16(planes_13CRR.device) else "fp32"
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.decoder, self.planes, self.chunk_size, self.precision = decoder, planes_13CRR, chunk_size, precision
