@@ -67,3 +67,26 @@ def test_group_summaries_split_by_face_count_with_the_baseline_at_the_same_bytes
     assert groups[">=20K"]["simplify_draco_fscore@0.01"] == pytest.approx(0.45)
     no_base = group_summaries([{k: v for k, v in row(5, 0.5, 0.1).items() if k != "budget"}])
     assert "simplify_draco_fscore@0.02" not in no_base["<20K"]
+
+
+def test_eval_reports_each_effort_with_its_seconds(tmp_path):
+    torch.manual_seed(0)
+    VATokenizer(**{**TINY_TOKENIZER, "num_points": 256}).eval().save_pretrained(tmp_path / "tok")
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    make_shape(3).mesh.export(meshes / "shape.obj")
+    out = tmp_path / "report"
+    args = ["eval", tmp_path / "tok", meshes, "-o", out, "--resolution", "24", "--scale-resolution", "16",
+            "--n-points", "1000", "--no-baselines"]
+    result = CliRunner().invoke(app, [str(a) for a in (*args, "--effort", "fast,balanced")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval.json").read_text())
+    efforts = report["shapes"][0]["efforts"]
+    assert set(efforts) == {"fast", "balanced"}
+    assert efforts["balanced"]["heldout_iou"] >= efforts["balanced"]["fast_heldout_iou"]  # never worse
+    assert efforts["balanced"]["encode_s"] > efforts["fast"]["encode_s"]
+    assert efforts["fast"]["fscore@0.02"] == report["shapes"][0]["fscore@0.02"]  # the main rows are fast's
+    assert set(report["summary"]["efforts"]) == {"fast", "balanced"}
+    assert "Encode effort" in (out / "eval.md").read_text()
+    bad = CliRunner().invoke(app, [str(a) for a in (*args, "--effort", "quick")])
+    assert bad.exit_code != 0 and "--effort takes" in bad.output

@@ -19,6 +19,8 @@ def evaluate(
     baselines: bool = typer.Option(True, help="Run Draco and simplification + Draco."),
     entropy: Optional[str] = typer.Option(None, "--entropy", help="Also report entropy-coded bytes with this generator."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N meshes."),
+    effort: str = typer.Option("fast", "--effort", help="Encode effort(s), comma-separated (fast, balanced, best): "
+                               "the first makes the main table, each one gets a row of quality and seconds."),
 ) -> None:
     """Evaluate a tokenizer on meshes it should reconstruct; prints a Markdown table.
 
@@ -33,10 +35,17 @@ def evaluate(
     from vat3d.evaluation.report import EvalSettings, evaluate_shape, write_report
     from vat3d.pretrained import load_tokenizer
 
+    from vat3d.codec.refine import EFFORTS
+
+    efforts = [e.strip() for e in effort.split(",") if e.strip()]
+    unknown = [e for e in efforts if e not in EFFORTS]
+    if not efforts or unknown:
+        raise typer.BadParameter(f"--effort takes {', '.join(EFFORTS)} (comma-separated), got {effort!r}")
     tokenizer = load_tokenizer(model)
     files = _expand(meshes, MESH_SUFFIXES)[:limit]
     settings = EvalSettings(resolution=resolution, scale_resolution=scale_resolution, n_points=n_points,
-                            budgets=[int(b) for b in budgets.split(",") if b], baselines=baselines)
+                            budgets=[int(b) for b in budgets.split(",") if b], baselines=baselines,
+                            effort=efforts[0], extra_efforts=tuple(efforts[1:]))
     if entropy:
         from vat3d.codec.entropy import entropy_bytes
         from vat3d.commands.codec import load_entropy_generator

@@ -47,6 +47,8 @@ class EvalSettings:
     seed: int = 0
     taus: Sequence[float] = (0.01, 0.02, 0.05)
     extra_bytes: Callable | None = field(default=None, repr=False)  # shape -> {name: bytes} (entropy coding)
+    effort: str = "fast"             # encode effort of the main rows (vat3d.codec.refine)
+    extra_efforts: Sequence[str] = ()  # also encode with these, full-scale metrics only (row["efforts"])
 
 
 def _f(scores: dict, tau: float = 0.02) -> float:
@@ -64,7 +66,8 @@ def evaluate_shape(model, path_or_mesh, settings: EvalSettings, name: str | None
     vol_gt, near_gt = compute_occupancy(gt, vol_pts), compute_occupancy(gt, near_pts)
 
     t0 = time.perf_counter()
-    shape = encode_mesh(model, gt, seed=settings.seed)  # gt is already in the box: identity-like transform
+    # gt is already in the box: identity-like transform
+    shape = encode_mesh(model, gt, seed=settings.seed, effort=settings.effort)
     encode_s = time.perf_counter() - t0
     K = len(shape.tokens)
     indices = [torch.as_tensor(t).long().view(1, -1) for t in shape.tokens]
@@ -90,6 +93,17 @@ def evaluate_shape(model, path_or_mesh, settings: EvalSettings, name: str | None
         meshes[k] = dec
     full = row["scales"][-1]
     row.update({k: full[k] for k in full if k not in ("scale", "tokens", "resolution")})
+    row["efforts"] = {settings.effort: _effort_entry(shape, encode_s, full)}
+    for effort in settings.extra_efforts:
+        if effort in row["efforts"]:
+            continue
+        t0 = time.perf_counter()
+        other = encode_mesh(model, gt, seed=settings.seed, effort=effort)
+        seconds = time.perf_counter() - t0
+        dec = decode_tokens(model, other.tokens, None, resolution=settings.resolution)
+        scores = compare_meshes(dec, gt, n_points=settings.n_points, taus=settings.taus, seed=settings.seed)
+        row["efforts"][effort] = _effort_entry(other, seconds, {k: float(v) for k, v in scores.items()})
+        meshes[f"effort-{effort}"] = dec
     cross = [iou(occ_vol[k - 1], occ_vol[-1]) for k in range(2, K)]
     row["cross_scale_iou"] = float(np.mean(cross)) if cross else 1.0
     if settings.extra_bytes is not None:
@@ -110,6 +124,28 @@ def evaluate_shape(model, path_or_mesh, settings: EvalSettings, name: str | None
                                   for k, v in best.items()})
     row["meshes"] = {"gt": gt, **meshes}
     return row
+
+
+def _effort_entry(shape, seconds: float, scores: dict) -> dict:
+    return {"vat_bytes": shape.num_bytes, "encode_s": seconds, "heldout_iou": shape.score,
+            "fast_heldout_iou": shape.fast_score, "source": shape.source,
+            **{k: scores[k] for k in ("fscore@0.01", "fscore@0.02", "chamfer_l1")}}
+
+
+def effort_summaries(rows: list[dict]) -> dict[str, dict]:
+    """Per encode effort, overall and per face-count group: bytes, seconds per shape, F@0.01/0.02, Chamfer."""
+    keys = ("vat_bytes", "encode_s", "fscore@0.01", "fscore@0.02", "chamfer_l1")
+    efforts = [e for e in rows[0].get("efforts", {}) if all(e in r.get("efforts", {}) for r in rows)]
+    out = {}
+    for effort in efforts:
+        entry = {"shapes": len(rows), **{k: float(np.mean([r["efforts"][effort][k] for r in rows])) for k in keys},
+                 "groups": {}}
+        for group in sorted({face_group(r["faces"]) for r in rows}):
+            part = [r for r in rows if face_group(r["faces"]) == group]
+            entry["groups"][group] = {"shapes": len(part), **{k: float(np.mean([r["efforts"][effort][k] for r in part]))
+                                                              for k in keys}}
+        out[effort] = entry
+    return out
 
 
 #: Input meshes are reported in two groups by face count: below and from this many faces.
@@ -149,6 +185,7 @@ def summarize(rows: list[dict]) -> dict:
     keys += [k for k in rows[0] if k.startswith("entropy_")]
     out = {"shapes": len(rows), **{k: mean([r[k] for r in rows if k in r]) for k in keys}}
     out["groups"] = group_summaries(rows)
+    out["efforts"] = effort_summaries(rows)
     K = min(r["num_scales"] for r in rows)
     out["per_scale"] = [{"scale": k, "tokens": rows[0]["scales"][k - 1]["tokens"],
                          **{m: mean([r["scales"][k - 1][m] for r in rows])
@@ -200,6 +237,14 @@ def markdown_table(rows: list[dict], summary: dict) -> str:
                          f"{g['fscore@0.02']:.3f} | {g['chamfer_l1']:.4f} |"
                          + (f" {g['simplify_draco_fscore@0.01']:.3f} / {g['simplify_draco_fscore@0.02']:.3f} |"
                             if has_base else ""))
+    if len(s.get("efforts", {})) > 1:
+        lines += ["", "Encode effort (full scales, the same decoding):", "",
+                  "| effort | input faces | shapes | .vat B | encode s/shape | F@0.01 | F@0.02 | Chamfer-L1 |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for effort, e in s["efforts"].items():
+            for name, g in [("all", e), *e["groups"].items()]:
+                lines.append(f"| {effort} | {name} | {g['shapes']} | {g['vat_bytes']:.0f} | {g['encode_s']:.2f} | "
+                             f"{g['fscore@0.01']:.3f} | {g['fscore@0.02']:.3f} | {g['chamfer_l1']:.4f} |")
     if "per_scale" in s:
         lines += ["", "| scales | tokens | vol IoU | near IoU | F@0.02 | Chamfer-L1 |", "|---|---|---|---|---|---|"]
         lines += [f"| {p['scale']} | {p['tokens']} | {p['vol_iou']:.3f} | {p['near_iou']:.3f} | {p['fscore@0.02']:.3f} | "
