@@ -131,6 +131,20 @@ def test_encode_then_every_prefix_decodes(models, tokenizer, meshes):
         models.decode(None, 1, 32)
 
 
+def test_encode_takes_the_effort_and_rate_settings(models, tokenizer, meshes):
+    fast, _, _ = models.encode(meshes["good"])
+    full = encode_mesh(tokenizer, meshes["good"])
+    limit = full.num_bytes - 1  # one byte short: the last scale is dropped
+    shape, vat_path, num_bytes = models.encode(meshes["good"], effort="balanced", max_bytes=limit, target_iou=0)
+    expected = encode_mesh(tokenizer, meshes["good"], effort="balanced", max_bytes=limit)
+    assert vat_path.read_bytes() == expected.data and num_bytes <= limit
+    assert shape.num_scales == fast.num_scales - 1 and shape.effort == "balanced"
+    assert shape.score is not None and shape.seconds > 0
+    assert models.decode(shape, 99, 32).num_scales == shape.num_scales
+    with pytest.raises(AppError, match="Unknown effort"):
+        models.encode(meshes["good"], effort="fastest")
+
+
 def test_empty_decoded_surface_is_a_message(models, meshes, monkeypatch):
     shape, _, _ = models.encode(meshes["good"])
     monkeypatch.setattr("vat3d.codec.api.decode_tokens", lambda *a, **k: trimesh.Trimesh())

@@ -39,6 +39,9 @@ class ShapeTokens:
     tokens: list[np.ndarray]
     center: tuple[float, float, float] = (0.0, 0.0, 0.0)
     scale: float = 1.0
+    effort: str = "fast"
+    score: float | None = None  # held-out IoU on the input's own labelled points (search / rate control)
+    seconds: float = 0.0  # encoding time
 
     @property
     def num_scales(self) -> int:
@@ -186,27 +189,36 @@ class AppModels:
         return int(self.max_upload_mb * 1_000_000)
 
     # -- reconstruct --
-    def encode(self, upload: str | os.PathLike | None) -> tuple[ShapeTokens, Path, int]:
+    def encode(self, upload: str | os.PathLike | None, effort: str = "fast", max_bytes: Any = None,
+               target_iou: Any = None) -> tuple[ShapeTokens, Path, int]:
         """Check, load and tokenize an upload: (tokens, path of its .vat, .vat size in bytes).
 
-        The loaded mesh is also written as ``input.glb`` next to the .vat (for the input viewer).
+        ``effort`` (fast / balanced / best) and the rate settings (``max_bytes``, ``target_iou``; 0 or
+        None: off) are those of :func:`vat3d.codec.api.encode_mesh`. The loaded mesh is also written as
+        ``input.glb`` next to the .vat (for the input viewer).
         """
+        from vat3d.codec.refine import EFFORTS
         from vat3d.codec.api import encode_mesh
         from vat3d.geometry.io import MeshError, load_mesh
 
         path = check_upload(upload, self.max_bytes)
+        if effort not in EFFORTS:
+            raise AppError(f"Unknown effort {effort!r}: choose one of {', '.join(EFFORTS)}.")
+        rate = {"max_bytes": int(max_bytes) if max_bytes else None,
+                "target_iou": float(target_iou) if target_iou else None}
         try:
             mesh = load_mesh(path)
         except MeshError as error:
             raise AppError(f"Could not read this file as a mesh: {error}.") from error
         with self.lock:
             try:
-                encoded = encode_mesh(self.tokenizer, mesh)
+                encoded = encode_mesh(self.tokenizer, mesh, effort=effort, **rate)
             except (ValueError, MeshError) as error:
                 raise AppError(f"Could not encode this mesh: {error}.") from error
         t = encoded.transform
         shape = ShapeTokens(name=safe_stem(path.name), tokens=[np.asarray(x) for x in encoded.tokens],
-                            center=tuple(float(c) for c in t.center), scale=float(t.scale))
+                            center=tuple(float(c) for c in t.center), scale=float(t.scale),
+                            effort=effort, score=encoded.score, seconds=encoded.seconds)
         out = self.workdir.new_dir() / f"{shape.name}.vat"
         out.write_bytes(encoded.data)
         try:

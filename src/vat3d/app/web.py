@@ -24,6 +24,7 @@ from typing import Any
 
 from vat3d.app.core import (DEFAULT_MAX_UPLOAD_MB, DEFAULT_RESOLUTION, RESOLUTIONS, UPLOAD_SUFFIXES, AppError,
                             AppModels, ShapeTokens, example_meshes)
+from vat3d.codec.refine import EFFORTS
 
 try:
     import gradio as gr
@@ -50,8 +51,10 @@ def _unexpected(error: Exception) -> str:
 def _size_text(name: str, upload_bytes: int, vat_bytes: int, shape: ShapeTokens, codebook: int) -> str:
     tokens = sum(int(t.size) for t in shape.tokens)
     ratio = f" ({upload_bytes / vat_bytes:,.0f}× smaller than the upload)" if vat_bytes else ""
+    search = (f" Encoded with effort **{shape.effort}** in {shape.seconds:.1f} s"
+              + (f", held-out IoU {shape.score:.3f}" if shape.score is not None else "") + ".")
     return (f"**{name}.vat: {vat_bytes:,} bytes**{ratio} — {shape.num_scales} scales, {tokens} tokens "
-            f"from a {codebook}-entry codebook.")
+            f"from a {codebook}-entry codebook." + search)
 
 
 def build_app(tokenizer, generator=None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, *,
@@ -67,11 +70,13 @@ def build_app(tokenizer, generator=None, max_upload_mb: float = DEFAULT_MAX_UPLO
     example_files = example_meshes(models.workdir.root) if examples else []
 
     # ---- handlers: never raise, always leave the page usable ----
-    def on_upload(path: str | None, num_scales: Any, resolution: Any):
+    def on_upload(path: str | None, num_scales: Any, resolution: Any, effort: str = "fast", max_bytes: Any = 0,
+                  target_iou: Any = 0):
         if not path:  # cleared
             return None, None, None, None, "", "Upload a mesh or pick an example."
         try:
-            shape, vat_path, num_bytes = models.encode(path)
+            shape, vat_path, num_bytes = models.encode(path, effort=effort, max_bytes=max_bytes,
+                                                       target_iou=target_iou)
             decoded = models.decode(shape, num_scales, resolution)
         except AppError as error:
             return None, None, None, None, "", _warn(str(error))
@@ -126,14 +131,26 @@ def build_app(tokenizer, generator=None, max_upload_mb: float = DEFAULT_MAX_UPLO
                     resolution = gr.Dropdown(choices=list(RESOLUTIONS), value=DEFAULT_RESOLUTION,
                                              label="Decode resolution (marching-cubes grid)",
                                              elem_id="decode-resolution")
+                    with gr.Accordion("Encoding: effort and rate", open=False):
+                        effort = gr.Dropdown(choices=list(EFFORTS), value="fast", elem_id="encode-effort",
+                                             label="Effort (balanced/best search the tokens against the mesh: "
+                                                   "seconds, never worse)")
+                        max_bytes = gr.Number(value=0, precision=0, minimum=0, elem_id="max-bytes",
+                                              label="Max bytes (0: all scales)")
+                        target_iou = gr.Number(value=0, minimum=0, maximum=1, elem_id="target-iou",
+                                               label="Target held-out IoU (0: off): the shortest prefix that reaches it")
                     size_md = gr.Markdown("", elem_id="vat-size")
                     vat_file = gr.File(label="Token file (.vat)", interactive=False, elem_id="vat-download")
                 with gr.Column(scale=2):
                     with gr.Row():
                         input_viewer = gr.Model3D(label="Input", elem_id="input-viewer", height=460)
                         viewer = gr.Model3D(label="Decoded from the tokens", elem_id="recon-viewer", height=460)
-            upload.change(on_upload, inputs=[upload, scales, resolution],
-                          outputs=[shape_state, input_viewer, viewer, vat_file, size_md, status_md], **heavy)
+            encode_inputs = [upload, scales, resolution, effort, max_bytes, target_iou]
+            encode_outputs = [shape_state, input_viewer, viewer, vat_file, size_md, status_md]
+            upload.change(on_upload, inputs=encode_inputs, outputs=encode_outputs, **heavy)
+            for control in (effort, max_bytes, target_iou):  # re-encode the current upload
+                control.change(on_upload, inputs=encode_inputs, outputs=encode_outputs, trigger_mode="always_last",
+                               **heavy)
             for control in (scales, resolution):  # a drag sends many changes: only the last one is decoded
                 control.change(on_decode, inputs=[shape_state, scales, resolution], outputs=[viewer, status_md],
                                trigger_mode="always_last", **heavy)
