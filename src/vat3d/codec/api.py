@@ -29,6 +29,8 @@ from vat3d.codec.vatfile import (
     encode_vat,
     fingerprint_matches,
 )
+from vat3d.codec.entropy import decode_entropy_vat, encode_entropy_vat
+from vat3d.codec.fingerprint import model_fingerprint_bytes
 from vat3d.geometry.io import load_mesh
 from vat3d.geometry.marching import extract_surface
 from vat3d.geometry.normalize import Transform, normalize_mesh
@@ -66,28 +68,6 @@ class EncodedShape:
     @property
     def num_scales(self) -> int:
         return len(self.tokens)
-
-
-def model_fingerprint_bytes(model) -> bytes:
-    """The model's 8-byte fingerprint, cached on the model until a weight changes.
-
-    A ``.vat`` file keeps its first 4 bytes (``vatfile.FINGERPRINT_BYTES``); readers compare
-    those, and mismatch errors show the file's 4 bytes next to the model's full fingerprint.
-
-    ``fingerprint()`` hashes every weight (tens of ms for a small model); the cache key is each
-    state tensor's identity and in-place version counter, so training or loading weights
-    invalidates it.
-    """
-    key = tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
-    cached = getattr(model, "_vat3d_fingerprint_cache", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    fingerprint = bytes.fromhex(model.fingerprint())
-    try:
-        object.__setattr__(model, "_vat3d_fingerprint_cache", (key, fingerprint))
-    except (AttributeError, TypeError):  # pragma: no cover - exotic model objects
-        pass
-    return fingerprint
 
 
 def surface_input(mesh: "str | os.PathLike | trimesh.Trimesh", num_points: int, *, seed: int = 0,
@@ -188,8 +168,6 @@ def tokens_to_bytes(model, tokens: Sequence, transform: Transform | None = None,
                 scale_sizes=model.scale_sizes, center=transform.center, scale=transform.scale)
     if generator is None:
         return encode_vat([np.asarray(t).reshape(-1) for t in tokens], **meta)
-    from vat3d.codec.entropy import encode_entropy_vat
-
     return encode_entropy_vat(generator, tokens, **meta)
 
 
@@ -243,8 +221,6 @@ def read_tokens(model, data: bytes, *, max_scales: int | None = None, generator=
             raise EntropyGeneratorRequired(
                 f"the file is entropy-coded with generator {header.generator_fingerprint.hex()}: "
                 "pass that generator (--entropy GENERATOR) to decode it")
-        from vat3d.codec.entropy import decode_entropy_vat
-
         header, tokens, complete = decode_entropy_vat(generator, data, expected_fingerprint=fingerprint,
                                                       max_scales=max_scales)
         vat = VatFile(header, tokens, complete)

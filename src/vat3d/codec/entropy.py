@@ -33,6 +33,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from vat3d.codec.fingerprint import model_fingerprint_bytes
 from vat3d.codec.vatfile import VatHeader, decode_vat_payloads, encode_vat_payloads
 
 __all__ = [
@@ -52,7 +53,6 @@ UNIFORM_FLOOR = 2.0**-10  # p' = (1 - eps) p + eps / V
 
 
 def generator_fingerprint_bytes(generator) -> bytes:
-    from vat3d.codec.api import model_fingerprint_bytes
 
     return model_fingerprint_bytes(generator)  # cached until a weight changes
 
@@ -321,7 +321,6 @@ def entropy_bytes(generator, tokenizer, shape) -> dict:
     per token), ``entropy_ideal_bits_per_token`` (the prior's ``-log2 p``), ``entropy_raw_bits_per_token``
     (fixed width ``ceil(log2 V)``) and ``entropy_raw_bytes`` (the raw file).
     """
-    from vat3d.codec.api import model_fingerprint_bytes
 
     fp = model_fingerprint_bytes(tokenizer)
     check_generator(generator, fp, tokenizer.scale_sizes, tokenizer.codebook_size)
