@@ -35,6 +35,7 @@ from vat3d.models.conditioners import DEFAULT_TEXT_ENCODER, Conditioner, build_c
 from vat3d.models.hub import ModelMixin, register_to_config
 from vat3d.models.modules import Block, run_blocks
 from vat3d.models.quantizer import MultiScaleVQ, Refiner
+from vat3d.models.sampling import generate as sample_tokens
 
 CONDITION_LEVEL = -1  # the level of condition tokens in the block-causal mask
 
@@ -371,6 +372,4 @@ class NextScaleGenerator(ModelMixin):
     @torch.no_grad()
     def generate(self, conditions: Any = None, **kwargs: Any) -> list[torch.Tensor]:
         """Sample per-scale tokens; see :func:`vat3d.models.sampling.generate` for the options."""
-        from vat3d.models.sampling import generate
-
-        return generate(self, conditions, **kwargs)
+        return sample_tokens(self, conditions, **kwargs)

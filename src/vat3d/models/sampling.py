@@ -18,12 +18,10 @@ filtering; ``temperature=0`` is greedy argmax.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from vat3d.models.generator import NextScaleGenerator
+from torch import nn
 
 
 def cfg_scales(cfg_scale: float, schedule: str, num_scales: int) -> list[float]:
@@ -65,7 +63,7 @@ def sample_from_logits(logits_BnV: torch.Tensor, temperature: float = 1.0, top_k
 
 @torch.no_grad()
 def generate(
-    model: "NextScaleGenerator",
+    model: nn.Module,  # a NextScaleGenerator: this module only calls its methods (it imports nothing above it)
     conditions: Any = None,
     *,
     batch_size: int | None = None,
