@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from vat3d.evaluation.baselines import simplify
-from vat3d.evaluation.render import render_mesh
+from vat3d.renderers import render_mesh
 from vat3d.geometry.marching import extract_surface, marching_cubes_grid
 
 

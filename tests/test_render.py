@@ -5,7 +5,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from vat3d.evaluation.render import camera_pose, make_sheet, render_mesh, render_views, save_sheet
+from vat3d.renderers import camera_pose, make_sheet, render_mesh, render_views, save_sheet
 
 SIZE = 96
 

@@ -145,7 +145,7 @@ def demo(
         if gen is not None:
             from vat3d.commands.generate import write_outputs
             from vat3d.data.procedural import make_shape
-            from vat3d.evaluation.render import render_views
+            from vat3d.renderers import render_views
             from vat3d.pipelines import cond_type_of, generate_meshes
 
             cond = cond_type_of(gen)

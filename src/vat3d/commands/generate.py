@@ -113,7 +113,7 @@ def write_outputs(meshes, tokenizer, out: Path, *, fmt: str = "obj", views: int 
             vat.write_bytes(data)
             written.append(vat)
     if views > 0:
-        from vat3d.evaluation.render import render_views, save_sheet
+        from vat3d.renderers import render_views, save_sheet
 
         rows = [render_views(mesh, views, size=192, seed=i)[0] if len(mesh.faces) else [None] * views
                 for i, mesh in enumerate(meshes)]

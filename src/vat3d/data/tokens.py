@@ -28,7 +28,7 @@ meta             str      0-d JSON: id, source, tokenizer fingerprint, settings,
 
 Tokens come from the tokenizer's deterministic path (eval mode, the posterior mean) on a seeded
 subset of ``num_points`` (the tokenizer's own ``num_points``) of the stored surface points. Views
-are rendered with :func:`vat3d.evaluation.render.render_views` from the source mesh (reloaded from
+are rendered with :func:`vat3d.renderers.render_views` from the source mesh (reloaded from
 the metadata row: the procedural seed or the file path) normalised with the stored transform, so
 they show exactly the shape the tokens encode. A shape whose mesh cannot be reloaded is recorded as
 failed (its tokens are not written).
@@ -254,7 +254,7 @@ def render_task(task: _RenderTask) -> dict[str, Any]:
     row, transform_4, settings = task
     start = time.perf_counter()
     try:
-        from vat3d.evaluation.render import render_views
+        from vat3d.renderers import render_views
 
         mesh = load_normalized_mesh(row, transform_4)
         view_seed = int(item_rng(settings.seed, row["id"], 1).integers(0, 2**31 - 1))

@@ -4,7 +4,7 @@ Submodules (imported lazily, so ``import vat3d.evaluation`` stays cheap):
 
 * :mod:`vat3d.evaluation.metrics` - Chamfer-L1, F-score, IoU, ``compare_meshes``, PointFlow MMD/COV/1-NNA.
 * :mod:`vat3d.evaluation.baselines` - Draco, simplification + Draco under a byte budget, PLY sizes.
-* :mod:`vat3d.evaluation.render` - ray-cast renders and labelled comparison sheets.
+* :mod:`vat3d.evaluation.render` - the renderer's old name (it lives in :mod:`vat3d.renderers`).
 """
 
 from __future__ import annotations

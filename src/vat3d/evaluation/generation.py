@@ -239,7 +239,7 @@ def _condition_kwargs(generator, refs: list[dict], tokenizer, image_size: int, r
 
 def _condition_image(ref: dict, tokenizer, size: int, resolution: int) -> np.ndarray:
     """One rendered view of a reference: its procedural mesh, else its tokenizer reconstruction."""
-    from vat3d.evaluation.render import render_views
+    from vat3d.renderers import render_views
 
     mesh = ref["mesh"]
     if mesh is None and ref.get("procedural_seed") is not None:

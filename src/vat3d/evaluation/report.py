@@ -274,7 +274,7 @@ def markdown_table(rows: list[dict], summary: dict) -> str:
 
 def write_report(rows: list[dict], out_dir: Path, sheet_scales: int = 4) -> dict:
     """Write ``eval.json``, ``eval.md`` and ``eval.png`` into ``out_dir``; returns the summary."""
-    from vat3d.evaluation.render import save_sheet
+    from vat3d.renderers import save_sheet
 
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows)

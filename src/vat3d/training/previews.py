@@ -34,7 +34,7 @@ class MeshPreview(pl.Callback):
             model.train(was_training)
 
     def _write(self, trainer: pl.Trainer, pl_module, model) -> None:
-        from vat3d.evaluation.render import save_sheet
+        from vat3d.renderers import save_sheet
         from vat3d.geometry.marching import extract_surface
         from vat3d.models.tokenizer import TokenField
 
