@@ -42,7 +42,8 @@ import numpy as np
 import torch
 import trimesh
 
-__all__ = ["GeneratedMeshes", "generate_meshes", "generate_tokens", "build_conditions", "load_image",
+__all__ = ["GeneratedMeshes", "generate_meshes", "generate_tokens", "build_conditions", "image_conditioner_of",
+           "load_image",
            "tokens_to_mesh", "reconstruct", "COND_TYPES"]
 
 #: The conditioner kinds the pipeline knows, and the inputs each accepts.
@@ -102,7 +103,8 @@ def cond_type_of(generator) -> str:
     return str(generator.config.get("cond_type", "class"))
 
 
-def _image_conditioner(generator):
+def image_conditioner_of(generator):
+    """The generator's image conditioner (it sets the image size), or None if it takes no image."""
     from vat3d.models.conditioners import ImageConditioner
 
     for module in generator.conditioner.modules():
@@ -236,7 +238,7 @@ def build_conditions(generator, *, text: str | Sequence[str] | None = None, imag
     if text is not None:
         text = _repeat([str(t) for t in text], n, "captions")
     if image is not None:
-        conditioner = _image_conditioner(generator)
+        conditioner = image_conditioner_of(generator)
         image = _as_image_batch(image, n, getattr(conditioner, "image_size", None))
     if cond_type == "none" or all(v is None for v in given.values()):
         return None

@@ -271,9 +271,9 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
     settings = settings or GenerationEvalSettings()
     generator.check_tokenizer(tokenizer)
     refs = references if references is not None else load_references(data_dir, settings)
-    from vat3d.pipelines import _image_conditioner, cond_type_of
+    from vat3d.pipelines import cond_type_of, image_conditioner_of
 
-    image_conditioner = _image_conditioner(generator)
+    image_conditioner = image_conditioner_of(generator)
     image_size = int(image_conditioner.image_size) if image_conditioner is not None else settings.image_size
     conditions = _condition_kwargs(generator, refs, tokenizer, image_size, settings.resolution)
     # Held-out shapes without this generator's kind of condition are left out of both sets (the
