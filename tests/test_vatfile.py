@@ -841,7 +841,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch, fail_at, exi
                 self.fh.flush()
                 raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(vatfile.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+        monkeypatch.setattr(vatfile.os, "fdopen", lambda fd, mode, **kw: HalfWriter(real_fdopen(fd, mode, **kw)))
     elif fail_at == "fsync":
         monkeypatch.setattr(vatfile.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
     else:

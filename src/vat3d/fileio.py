@@ -10,7 +10,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 
@@ -46,7 +46,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (also via a symlink, a hard link or another spelling)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return Path(a).exists() and Path(b).exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Write ``data`` to ``path`` atomically. Refuses (``ValueError``) to write over any path in
+    ``protect`` (typically the command's input files)."""
+    for p in protect:
+        if same_file(path, p):
+            raise ValueError(f"refusing to overwrite input file {os.fspath(p)!r}")
     with atomic_open(path, "wb") as handle:
         handle.write(data)
 

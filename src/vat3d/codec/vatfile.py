@@ -36,20 +36,18 @@ multiple of the input size.  This module needs only numpy and the standard libra
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import secrets
 import struct
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Union
 
 import numpy as np
 
+from vat3d.fileio import atomic_write_bytes
 from vat3d.schedule import DEFAULT_SIDES, default_scale_sizes
 
 from .bitpack import bits_for_codebook, pack_bits, packed_size, padding_is_zero, unpack_bits
@@ -931,49 +929,6 @@ def decode_vat(
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def atomic_write_bytes(path: PathLike, data: bytes, *, protect: Iterable[PathLike] = ()) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory + ``os.replace``).
-
-    Refuses (``ValueError``) to write over any path in ``protect`` (typically the
-    command's input files).  On any failure the temporary file is removed and an
-    existing ``path`` is left untouched.
-    """
-    target = Path(path)
-    for p in protect:
-        if _same_path(target, Path(p)):
-            raise ValueError(f"refusing to overwrite input file {os.fspath(p)!r}")
-    directory = target.parent
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = directory / f".{target.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, flags, 0o666)  # mode is filtered by the umask
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - astronomically unlikely
-        raise FileExistsError(f"could not create a temporary file next to {target}")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def write_vat(
