@@ -13,7 +13,6 @@ is stable when shapes are added or removed.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vat3d.data.ids import id_rng, id_unit
 from vat3d.data.metadata import read_metadata
 from vat3d.data.prepare import load_prepared
 
@@ -32,8 +32,7 @@ _SPLITS = ("train", "val", "all")
 
 def split_of(item_id: str, val_fraction: float = 0.05) -> str:
     """"val" or "train" for an id: a hash of the id compared with ``val_fraction``."""
-    unit = int(hashlib.sha1(f"split:{item_id}".encode()).hexdigest()[:12], 16) / float(1 << 48)
-    return "val" if unit < val_fraction else "train"
+    return "val" if id_unit(item_id, "split") < val_fraction else "train"
 
 
 def _subset(rng: np.random.Generator, total: int, count: int | None) -> np.ndarray:
@@ -102,11 +101,9 @@ class PreparedShapeDataset(Dataset):
         return len(self.rows)
 
     def _rng(self, item_id: str, seed: int | None) -> np.random.Generator:
-        id_entropy = int(hashlib.sha1(item_id.encode("utf-8")).hexdigest()[:16], 16)
         if seed is not None:
-            return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, id_entropy]))
-        epoch = 0 if self.split == "val" else self.epoch
-        return np.random.default_rng(np.random.SeedSequence([self.seed & 0xFFFFFFFF, epoch, id_entropy]))
+            return id_rng(seed, item_id, seed_bits=64)
+        return id_rng(self.seed, item_id, 0 if self.split == "val" else self.epoch)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.item(index)

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from vat3d.data.ids import id_relpath, id_rng, id_shard
 from vat3d.fileio import atomic_savez
 from vat3d.data.metadata import (
     METADATA_DIR,
@@ -134,12 +135,12 @@ class PrepareSummary:
 
 def shard_of(item_id: str, count: int) -> int:
     """The shard (0..count-1) an id belongs to: a hash of the id, independent of order."""
-    return int(hashlib.sha1(item_id.encode("utf-8")).hexdigest()[:8], 16) % count
+    return id_shard(item_id, count)
 
 
 def shape_relpath(item_id: str) -> str:
     """Path of a shape file relative to the output folder."""
-    return f"{SHAPES_DIR}/{hashlib.sha1(item_id.encode('utf-8')).hexdigest()[:2]}/{item_id}.npz"
+    return id_relpath(SHAPES_DIR, item_id)
 
 
 def load_prepared(path: str | Path, *, decode: bool = True) -> dict[str, Any]:
@@ -173,8 +174,7 @@ def load_prepared(path: str | Path, *, decode: bool = True) -> dict[str, Any]:
 
 
 def _shape_rng(settings: PrepareSettings, item_id: str) -> np.random.Generator:
-    id_entropy = int(hashlib.sha1(item_id.encode("utf-8")).hexdigest()[:16], 16)
-    return np.random.default_rng(np.random.SeedSequence([int(settings.seed) & 0xFFFFFFFF, id_entropy]))
+    return id_rng(settings.seed, item_id)
 
 
 def _base_row(item: SourceItem, settings: PrepareSettings) -> Row:

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from vat3d.data.ids import id_relpath, id_rng
 from vat3d.fileio import atomic_savez, atomic_write_text
 from vat3d.data.metadata import METADATA_DIR, Row, compact_file, read_metadata, shard_file_name
 
@@ -126,17 +127,11 @@ class TokenizeSummary:
 # --------------------------------------------------------------------------- small helpers
 
 
-def _id_entropy(item_id: str) -> int:
-    return int(hashlib.sha1(item_id.encode("utf-8")).hexdigest()[:16], 16)
-
-
-def item_rng(seed: int, item_id: str, *extra: int) -> np.random.Generator:
-    """A random stream that is a pure function of ``(seed, id, *extra)``."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *extra, _id_entropy(item_id)]))
+item_rng = id_rng  # a random stream that is a pure function of (seed, *extra, id)
 
 
 def token_relpath(item_id: str) -> str:
-    return f"{SHAPES_DIR}/{hashlib.sha1(item_id.encode('utf-8')).hexdigest()[:2]}/{item_id}.npz"
+    return id_relpath(SHAPES_DIR, item_id)
 
 
 class _RowWriter:
