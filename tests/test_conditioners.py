@@ -160,3 +160,11 @@ def test_pretrained_encoder_is_never_downloaded(tmp_path):
         ImageConditioner(WIDTH, encoder=f"dinov2:{tmp_path / 'missing'}")
     with pytest.raises(ValueError):
         ImageConditioner(WIDTH, encoder="dinov2:")
+
+
+def test_multi_is_an_alias_of_text_image_spelled_out_in_one_place():
+    from vat3d.models.conditioners import COND_TYPE_ALIASES, MultiModalConditioner, build_conditioner, canonical_cond_type
+
+    assert COND_TYPE_ALIASES == {"multi": "text+image"}
+    assert canonical_cond_type("multi") == "text+image" and canonical_cond_type("text") == "text"
+    assert isinstance(build_conditioner("multi", 32, image_encoder="conv"), MultiModalConditioner)

@@ -53,7 +53,6 @@ COND_TYPES: dict[str, tuple[str, ...]] = {
     "text": ("text",),
     "image": ("image",),
     "text+image": ("text", "image"),
-    "multi": ("text", "image"),  # an alias of "text+image"
 }
 _INPUT_NAMES = {"text": "text", "image": "image", "class_label": "a class label"}
 
@@ -100,7 +99,10 @@ def is_empty(mesh: trimesh.Trimesh | None) -> bool:
 
 
 def cond_type_of(generator) -> str:
-    return str(generator.config.get("cond_type", "class"))
+    """The generator's condition kind, aliases spelled out (``"multi"`` is ``"text+image"``)."""
+    from vat3d.models.conditioners import canonical_cond_type
+
+    return canonical_cond_type(str(generator.config.get("cond_type", "class")))
 
 
 def image_conditioner_of(generator):

@@ -150,9 +150,9 @@ def demo(
 
             cond = cond_type_of(gen)
             prompts: list[tuple[str, dict]] = []
-            if "text" in cond or cond == "multi":  # "text", "text+image" (alias "multi")
+            if "text" in cond:  # "text", "text+image"
                 prompts += [(f"text-{i + 1}", {"text": c}) for i, c in enumerate(CAPTIONS)]
-            if "image" in cond or cond == "multi":
+            if "image" in cond:
                 from PIL import Image
 
                 shape = make_shape(IMAGE_SEED)

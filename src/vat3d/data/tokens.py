@@ -58,6 +58,7 @@ import numpy as np
 from vat3d.data.ids import id_relpath, id_rng
 from vat3d.fileio import atomic_savez, atomic_write_text
 from vat3d.data.metadata import METADATA_DIR, Row, compact_file, read_metadata, shard_file_name
+from vat3d.models.conditioners import canonical_cond_type
 
 TOKENS_FORMAT_VERSION = 1
 INFO_NAME = "tokens.json"
@@ -620,6 +621,6 @@ def batch_conditions(batch: dict, cond_type: str) -> Any:
         return list(batch["caption"])
     if cond_type == "image":
         return batch["image"]
-    if cond_type in ("text+image", "multi"):
+    if canonical_cond_type(cond_type) == "text+image":
         return {"text": list(batch["caption"]), "image": batch["image"]}
     raise ValueError(f"unknown cond_type {cond_type!r}")

@@ -479,12 +479,20 @@ class MultiModalConditioner(Conditioner):
 
 
 COND_TYPES = ("none", "class", "text", "image", "text+image")
+#: Older spellings, accepted wherever a cond_type is read (configs, saved models) and mapped here only.
+COND_TYPE_ALIASES = {"multi": "text+image"}
+
+
+def canonical_cond_type(cond_type: str) -> str:
+    """``cond_type`` with an alias spelled out (``"multi"`` is ``"text+image"``)."""
+    return COND_TYPE_ALIASES.get(cond_type, cond_type)
 
 
 def build_conditioner(cond_type: str, width: int, *, num_classes: int = 1, class_names: Sequence[str] | None = None,
                       text_encoder: str = DEFAULT_TEXT_ENCODER, image_encoder: str = "conv",
                       **kwargs: Any) -> Conditioner:
     """The conditioner named by ``cond_type`` ("none" | "class" | "text" | "image" | "text+image")."""
+    cond_type = canonical_cond_type(cond_type)
     if cond_type == "none":
         if kwargs:
             raise TypeError(f"NoCondition takes no options, got {sorted(kwargs)}")
@@ -495,6 +503,6 @@ def build_conditioner(cond_type: str, width: int, *, num_classes: int = 1, class
         return TextConditioner(width, encoder=text_encoder, **kwargs)
     if cond_type == "image":
         return ImageConditioner(width, encoder=image_encoder, **kwargs)
-    if cond_type in ("text+image", "multi"):
+    if cond_type == "text+image":
         return MultiModalConditioner(width, text_encoder=text_encoder, image_encoder=image_encoder, **kwargs)
     raise ValueError(f"unknown cond_type {cond_type!r} (use one of {', '.join(COND_TYPES)})")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from vat3d.data.tokens import TokenDataset, batch_conditions
+from vat3d.models.conditioners import canonical_cond_type
 from vat3d.models.generator import NextScaleGenerator
 from vat3d.training.common import build_optimizer, merged, weighted_means, rng_state, set_rng_state
 from vat3d.training.distributed import StrategyAwareModule
@@ -34,14 +35,15 @@ TRAINING_DEFAULTS = {
 DATA_DEFAULTS = {
     "root": None, "batch_size": 32, "num_workers": 2, "val_fraction": 0.05, "val_items": 256,
 }
-IMAGE_COND_TYPES = ("image", "text+image", "multi")
+IMAGE_COND_TYPES = ("image", "text+image")
 
 
 def conditioner_kwargs_for(cond_type: str, kwargs: dict | None) -> dict | None:
     """Adapt text+image style ``conditioner_kwargs`` (sections ``text``, ``image``, ``modality_probs``)
     to another ``cond_type``, so ``--set model.cond_type=text`` works with any config: "text" takes
     the ``text`` section, "image" the ``image`` section, "class" and "none" none of them."""
-    if not kwargs or cond_type in ("text+image", "multi"):
+    cond_type = canonical_cond_type(cond_type)
+    if not kwargs or cond_type == "text+image":
         return kwargs
     sectioned = {"text", "image", "modality_probs"} & set(kwargs)
     if not sectioned:
@@ -72,7 +74,7 @@ class GeneratorDataModule(StepDataModule):
                  val_fraction: float = 0.05, val_items: int = 256, seed: int = 0, max_steps: int = 1000):
         super().__init__()
         self.root, self.seed, self.max_steps = root, seed, max_steps
-        self.images = cond_type in IMAGE_COND_TYPES
+        self.images = canonical_cond_type(cond_type) in IMAGE_COND_TYPES
         self.fingerprint, self.class_names = tokenizer_fingerprint, class_names
         self.batch_size, self.num_workers = batch_size, num_workers
         self.val_fraction, self.val_items = val_fraction, val_items
