@@ -58,7 +58,7 @@ def test_prefix_and_step_agree_with_teacher_forcing_inputs():
     assert inputs.shape == (3, sum(vq.scale_sizes[1:]), 8)
     f_hat, pieces = None, []
     for k in range(len(idx)):
-        f_hat, nxt = vq.step(f_hat, k, idx[k])
+        f_hat, nxt = vq.add_scale(f_hat, k, idx[k])
         if nxt is not None:
             pieces.append(nxt)
     torch.testing.assert_close(torch.cat(pieces, 1), inputs)

@@ -131,7 +131,7 @@ class PriorStepper:
         if self.k + 1 < g.num_scales:
             device = g.head.weight.device
             idx = torch.as_tensor(np.asarray(tokens_n, dtype=np.int64), device=device).view(1, -1)
-            self.f_hat, next_inputs = g.quantizer.step(self.f_hat, self.k, idx)
+            self.f_hat, next_inputs = g.quantizer.add_scale(self.f_hat, self.k, idx)
             self.x = g.scale_tokens(self.k + 1, next_inputs.float())
             self.mask = None
         self.k += 1

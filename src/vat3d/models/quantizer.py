@@ -14,6 +14,7 @@ makes coarse-to-fine decoding and next-scale generation possible.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
@@ -275,7 +276,8 @@ class MultiScaleVQ(nn.Module):
             f_hat = h if f_hat is None else f_hat + h
         return self.from_grid(f_hat)
 
-    def step(self, f_hat: torch.Tensor | None, k: int, idx_Bn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def add_scale(self, f_hat: torch.Tensor | None, k: int, idx_Bn: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Add scale k's tokens to the running grid ``f_hat``; also return the next scale's input
         tokens (B, n_{k+1}, C) (the area-downsampled running sum), or None after the last scale."""
         h = self.scale_contribution(k, idx_Bn)
@@ -284,12 +286,17 @@ class MultiScaleVQ(nn.Module):
             return f_hat, None
         return f_hat, self.from_grid(self.downsample(f_hat, self.scale_sizes[k + 1]))
 
+    def step(self, f_hat: torch.Tensor | None, k: int, idx_Bn: torch.Tensor):
+        """Deprecated: the old name of :meth:`add_scale` (it read like a training step)."""
+        warnings.warn("MultiScaleVQ.step is now MultiScaleVQ.add_scale", DeprecationWarning, stacklevel=2)
+        return self.add_scale(f_hat, k, idx_Bn)
+
     def next_scale_inputs(self, indices: Sequence[torch.Tensor]) -> torch.Tensor:
         """Teacher-forcing inputs for next-scale prediction: for scales 1..K-1, the running sum of
         the earlier scales downsampled to that scale, concatenated: (B, sum_{k>=1} n_k, C)."""
         f_hat, outs = None, []
         for k in range(len(indices) - 1):
-            f_hat, nxt = self.step(f_hat, k, indices[k])
+            f_hat, nxt = self.add_scale(f_hat, k, indices[k])
             outs.append(nxt)
         return torch.cat(outs, dim=1)
 

@@ -149,7 +149,7 @@ def _generate(model, conditions, batch_size, cfg_scale, cfg_schedule, temperatur
             all_logits.append(logits_BnV)
         if k + 1 < K:
             with torch.autocast(device.type, enabled=False):
-                f_hat, next_inputs_BnC = model.quantizer.step(f_hat, k, idx_Bn)
+                f_hat, next_inputs_BnC = model.quantizer.add_scale(f_hat, k, idx_Bn)
             x_next = model.scale_tokens(k + 1, next_inputs_BnC.float())
             chunks.append(torch.cat([x_next, x_next], dim=0) if guided else x_next)
     return (tokens, all_logits) if return_logits else tokens
