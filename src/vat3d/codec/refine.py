@@ -78,8 +78,8 @@ class EffortSettings:
 #: The named efforts of ``vat3d encode --effort`` (costs on 2 CPU cores: docs/codec.md).
 EFFORTS: dict[str, EffortSettings] = {
     "fast": EffortSettings(),
-    "balanced": EffortSettings(latent_steps=40, lr=0.05),
-    "best": EffortSettings(latent_steps=150, lr=0.05),
+    "balanced": EffortSettings(latent_steps=100, lr=0.05),
+    "best": EffortSettings(latent_steps=300, lr=0.05),
 }
 
 
