@@ -15,8 +15,9 @@ from conftest import TINY_TOKENIZER
 from vat3d.cli import app
 from vat3d.data import prepare_dataset, read_metadata
 from vat3d.data.prepare import shard_of
-from vat3d.data.tokens import (TokenDataset, TokenizerMismatchError, batch_conditions, check_token_fingerprint,
-                               load_token_file, read_token_info, split_tokens, tokenize_dataset)
+from vat3d.data.token_dataset import TokenDataset, batch_conditions, split_tokens
+from vat3d.data.tokens import (TokenizerMismatchError, check_token_fingerprint, load_token_file, read_token_info,
+                               tokenize_dataset)
 from vat3d.models.tokenizer import VATokenizer
 
 VIEWS = ["--image-size", "48", "--no-progress"]

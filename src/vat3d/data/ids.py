@@ -11,7 +11,7 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["id_entropy", "id_rng", "id_relpath", "id_shard", "id_unit"]
+__all__ = ["id_entropy", "id_rng", "id_relpath", "id_shard", "id_unit", "parse_shard"]
 
 
 def _sha1(text: str) -> str:
@@ -32,6 +32,22 @@ def id_rng(seed: int, item_id: str, *extra: int, seed_bits: int = 32) -> np.rand
 def id_shard(item_id: str, count: int) -> int:
     """The shard (0..count-1) an id belongs to: a hash of the id, independent of order."""
     return int(_sha1(item_id)[:8], 16) % count
+
+
+def parse_shard(shard: "tuple[int, int] | str | None") -> tuple[int, int]:
+    """``"I/N"``, ``(I, N)`` or None (all) -> ``(index, count)``, checked."""
+    if shard is None:
+        return 0, 1
+    if isinstance(shard, str):
+        try:
+            index_text, count_text = shard.split("/")
+            shard = (int(index_text), int(count_text))
+        except ValueError as err:
+            raise ValueError(f"--shard must look like I/N (e.g. 3/8), got {shard!r}") from err
+    index, count = int(shard[0]), int(shard[1])
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard index must be in 0..{count - 1} (got {index}/{count})")
+    return index, count
 
 
 def id_relpath(folder: str, item_id: str, suffix: str = ".npz") -> str:

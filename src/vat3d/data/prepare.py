@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from vat3d.data.ids import id_relpath, id_rng, id_shard
+from vat3d.data.ids import id_relpath, id_rng, id_shard, parse_shard
 from vat3d.fileio import atomic_savez
 from vat3d.data.metadata import (
     METADATA_DIR,
@@ -358,26 +358,11 @@ def _run_task(task: _Task) -> tuple[Row, bool]:
 # --------------------------------------------------------------------------- a dataset
 
 
-def _parse_shard(shard: tuple[int, int] | str | None) -> tuple[int, int]:
-    if shard is None:
-        return 0, 1
-    if isinstance(shard, str):
-        try:
-            index_text, count_text = shard.split("/")
-            shard = (int(index_text), int(count_text))
-        except ValueError as err:
-            raise ValueError(f"--shard must look like I/N (e.g. 3/8), got {shard!r}") from err
-    index, count = int(shard[0]), int(shard[1])
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard index must be in 0..{count - 1} (got {index}/{count})")
-    return index, count
-
-
 def select_items(
     items: Sequence[SourceItem], *, limit: int | None = None, shard: tuple[int, int] | str | None = None
 ) -> list[SourceItem]:
     """The first ``limit`` items, then those of shard ``index/count`` (by hash of id)."""
-    index, count = _parse_shard(shard)
+    index, count = parse_shard(shard)
     chosen = list(items)[:limit] if limit is not None else list(items)
     return [item for item in chosen if count == 1 or shard_of(item.id, count) == index]
 
@@ -449,7 +434,7 @@ def prepare_dataset(
         seed=seed,
         point_dtype=point_dtype,
     )
-    shard_index, shard_count = _parse_shard(shard)
+    shard_index, shard_count = parse_shard(shard)
     all_items = list_source(source) if isinstance(source, str) else list(source)
     items = select_items(all_items, limit=limit, shard=(shard_index, shard_count))
     ids = [item.id for item in items]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from vat3d.data.tokens import TokenDataset, batch_conditions
+from vat3d.data.token_dataset import TokenDataset, batch_conditions
 from vat3d.models.conditioners import canonical_cond_type
 from vat3d.models.generator import NextScaleGenerator
 from vat3d.training.common import build_optimizer, merged, weighted_means, rng_state, set_rng_state
