@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from vat3d.data import sources
+from vat3d.data import package_sources, sources
 from vat3d.data.sources import (
     PACKAGES,
     PackageFolder,
@@ -159,10 +159,12 @@ def fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "fake",
     )
     monkeypatch.setitem(PACKAGES, "fake-meshes", spec)
-    monkeypatch.setattr(sources, "package_root", lambda name: site)
-    monkeypatch.setattr(sources, "_package_files", lambda name: sorted(files))
-    real_version = sources._installed_version
-    monkeypatch.setattr(sources, "_installed_version", lambda name: "1.0" if name == "fake-meshes" else real_version(name))
+    # the package listing lives in vat3d.data.package_sources (vat3d.data.sources re-exports it)
+    monkeypatch.setattr(package_sources, "package_root", lambda name: site)
+    monkeypatch.setattr(package_sources, "_package_files", lambda name: sorted(files))
+    real_version = package_sources._installed_version
+    monkeypatch.setattr(package_sources, "_installed_version",
+                        lambda name: "1.0" if name == "fake-meshes" else real_version(name))
     return site
 
 
