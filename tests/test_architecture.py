@@ -105,3 +105,9 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     source = tmp_path / "x.py"
     source.write_text("from .api import encode_mesh\n\ndef f():\n    from vat3d.models import tokenizer\n")
     assert imports_of(source, "vat3d.codec.x") >= {"vat3d.codec.api", "vat3d.models.tokenizer"}
+
+
+def test_no_module_is_over_600_lines():
+    long = sorted(f"{name}: {n} lines" for name, path in MODULES.items()
+                  if (n := len(path.read_text().splitlines())) > 600)
+    assert not long, "split these rooms:\n" + "\n".join(long)
