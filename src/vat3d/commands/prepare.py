@@ -49,15 +49,8 @@ def prepare(
     inputs are recorded as failed and the run goes on. Interrupted or sharded runs can be
     rerun: finished shapes are skipped."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
+    from vat3d.commands._runs import ShapeProgress, report_run
     from vat3d.data.prepare import prepare_dataset
     from vat3d.data.sources import augmented_items, list_source
 
@@ -69,26 +62,7 @@ def prepare(
     except (ValueError, RuntimeError) as err:
         raise typer.BadParameter(str(err), param_hint="SOURCE") from err
 
-    bar = Progress(
-        TextColumn("[bold]prepare"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("done {task.fields[done]} skipped {task.fields[skipped]} [red]failed {task.fields[failed]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress,
-    )
-    counts = {"done": 0, "skipped": 0, "failed": 0}
-    task_id = bar.add_task("prepare", total=None, **counts)
-
-    def on_start(total: int) -> None:
-        bar.update(task_id, total=total)
-
-    def on_result(row: dict, skipped: bool) -> None:
-        key = "skipped" if skipped else ("done" if row.get("status") == "done" else "failed")
-        counts[key] += 1
-        bar.update(task_id, advance=1, **counts)
+    bar = ShapeProgress("prepare", console, enabled=progress)
 
     try:
         with bar:
@@ -107,28 +81,13 @@ def prepare(
                 limit=None if augment is not None else limit,  # augmented: the limit applied to the source
                 overwrite=overwrite,
                 retry_failed=retry_failed,
-                on_start=on_start,
-                on_result=on_result,
+                on_start=bar.on_start,
+                on_result=bar.on_result,
             )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
 
-    failed_text = f"failed {summary.failed}"
-    if summary.skipped_failed:
-        failed_text += f" (+{summary.skipped_failed} failed in earlier runs)"
-    console.print(
-        f"{'interrupted' if summary.interrupted else 'finished'}: {summary.total} shapes | done {summary.done} | "
-        f"skipped {summary.skipped} | {failed_text} | {summary.seconds:.1f} s | "
-        f"{summary.shapes_per_second:.2f} shapes/s -> {out_dir}"
-    )
-    for item_id, reason in summary.failures[:10]:
-        console.print(f"  [red]failed[/red] {item_id}: {reason}")
-    if len(summary.failures) > 10:
-        console.print(f"  ... and {len(summary.failures) - 10} more (see {out_dir}/metadata.csv)")
-    if summary.interrupted:
-        raise typer.Exit(130)
-    if strict and summary.any_failed:
-        raise typer.Exit(1)
+    report_run(console, summary, out_dir, strict=strict, failures_file="metadata.csv")
 
 
 def register(app: typer.Typer) -> None:

@@ -33,7 +33,8 @@ def tokenize(
     tokenizer. Interrupted or sharded runs can be rerun: finished shapes are skipped."""
     import torch
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from vat3d.commands._runs import ShapeProgress, report_run
 
     from vat3d.data.tokens import TokenizerMismatchError, tokenize_dataset
     from vat3d.pretrained import load_tokenizer, resolve
@@ -50,25 +51,14 @@ def tokenize(
     resolved = resolve(model, "tokenizer")
     model_ref = str(Path(resolved).resolve()) if Path(str(resolved)).exists() else str(resolved)
 
-    bar = Progress(TextColumn("[bold]tokenize"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("done {task.fields[done]} skipped {task.fields[skipped]} [red]failed {task.fields[failed]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not progress)
-    counts = {"done": 0, "skipped": 0, "failed": 0}
-    task_id = bar.add_task("tokenize", total=None, **counts)
-
-    def on_start(total: int) -> None:
-        bar.update(task_id, total=total)
-
-    def on_result(row: dict, skipped: bool) -> None:
-        counts["skipped" if skipped else ("done" if row.get("status") == "done" else "failed")] += 1
-        bar.update(task_id, advance=1, **counts)
+    bar = ShapeProgress("tokenize", console, enabled=progress)
 
     try:
         with bar:
             summary = tokenize_dataset(
                 tokenizer, data, out_dir, num_views=num_views, image_size=image_size, elevations=tuple(elevation),
                 num_points=num_points, seed=seed, batch_size=batch_size, workers=workers, shard=shard, limit=limit,
-                overwrite=overwrite, device=device, model_ref=model_ref, on_start=on_start, on_result=on_result)
+                overwrite=overwrite, device=device, model_ref=model_ref, on_start=bar.on_start, on_result=bar.on_result)
     except TokenizerMismatchError as err:
         raise typer.BadParameter(str(err), param_hint="OUT_DIR") from err
     except ValueError as err:
@@ -80,18 +70,7 @@ def tokenize(
         timing = f" | tokenizer {1000 * summary.tokenize_seconds / processed:.1f} ms/shape"
     if summary.views:
         timing += f" | render {summary.ms_per_view:.1f} ms/view"
-    console.print(
-        f"{'interrupted' if summary.interrupted else 'finished'}: {summary.total} shapes | done {summary.done} | "
-        f"skipped {summary.skipped} | failed {summary.failed} | {summary.seconds:.1f} s | "
-        f"{summary.shapes_per_second:.2f} shapes/s{timing} -> {out_dir}")
-    for item_id, reason in summary.failures[:10]:
-        console.print(f"  [red]failed[/red] {item_id}: {reason}")
-    if len(summary.failures) > 10:
-        console.print(f"  ... and {len(summary.failures) - 10} more (see {out_dir}/metadata)")
-    if summary.interrupted:
-        raise typer.Exit(130)
-    if strict and summary.failed:
-        raise typer.Exit(1)
+    report_run(console, summary, out_dir, strict=strict, timing=timing, failures_file="metadata")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,7 @@ import csv
 import json
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,32 @@ def compact_file(path: str | Path, *, keep: Callable[[Row], bool] = lambda row: 
     rows.sort(key=lambda row: row["id"])
     atomic_write_text(path, "".join(json.dumps(row, sort_keys=False) + "\n" for row in rows))
     return rows
+
+
+@dataclass
+class RunSummary:
+    """What a dataset job (``prepare_dataset``, ``tokenize_dataset``) did, shape by shape."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    skipped_failed: int = 0  # of the skipped: failures recorded by an earlier run
+    seconds: float = 0.0
+    interrupted: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def shapes_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def any_failed(self) -> bool:
+        return self.failed + self.skipped_failed > 0
 
 
 class MetadataWriter:

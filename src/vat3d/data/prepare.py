@@ -47,7 +47,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from vat3d.data.metadata import (
     METADATA_DIR,
     MetadataWriter,
     Row,
+    RunSummary,
     compact_file,
     read_metadata,
     shard_file_name,
@@ -105,29 +106,8 @@ class PrepareSettings:
 
 
 @dataclass
-class PrepareSummary:
-    """What a :func:`prepare_dataset` run did."""
-
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    skipped: int = 0
-    skipped_failed: int = 0  # of the skipped: failures recorded by an earlier run
-    seconds: float = 0.0
-    interrupted: bool = False
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason), new and earlier
-
-    @property
-    def processed(self) -> int:
-        return self.done + self.failed
-
-    @property
-    def shapes_per_second(self) -> float:
-        return self.processed / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def any_failed(self) -> bool:
-        return self.failed + self.skipped_failed > 0
+class PrepareSummary(RunSummary):
+    """What a :func:`prepare_dataset` run did (``failures``: new and earlier ones)."""
 
 
 # --------------------------------------------------------------------------- paths, files

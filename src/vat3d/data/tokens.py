@@ -49,7 +49,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ import numpy as np
 
 from vat3d.data.ids import id_relpath, id_rng, id_shard, parse_shard
 from vat3d.fileio import atomic_savez, atomic_write_text
-from vat3d.data.metadata import METADATA_DIR, Row, compact_file, read_metadata, shard_file_name
+from vat3d.data.metadata import METADATA_DIR, Row, RunSummary, compact_file, read_metadata, shard_file_name
 
 TOKENS_FORMAT_VERSION = 1
 INFO_NAME = "tokens.json"
@@ -101,23 +101,12 @@ class TokenizeSettings:
 
 
 @dataclass
-class TokenizeSummary:
+class TokenizeSummary(RunSummary):
     """What a :func:`tokenize_dataset` run did (times in seconds)."""
 
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
     tokenize_seconds: float = 0.0
     render_seconds: float = 0.0  # summed over workers
     views: int = 0
-    interrupted: bool = False
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def shapes_per_second(self) -> float:
-        return (self.done + self.failed) / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def ms_per_view(self) -> float:
