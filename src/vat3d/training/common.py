@@ -3,6 +3,7 @@ the Lightning ``Trainer`` (checkpoints, exact resume, logs, multi-GPU), export."
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -167,6 +168,22 @@ def resolve_precision(*choices: str | None) -> str:
         if choice not in (None, "auto"):
             return str(choice)
     return default_precision()
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of one training step's randomness: a function of (seed, step, rank) only."""
+    return ((int(seed) * 1_000_003 + int(step)) * 1_009 + int(rank)) % 2**63
+
+
+@contextlib.contextmanager
+def seeded_step(seed: int, step: int, rank: int, device: "torch.device | str" = "cpu"):
+    """Run one step's random draws (posterior noise, dropout of conditions, dead-code restarts) from
+    :func:`step_seed`, on forked torch streams (CPU and the step's CUDA device): a resumed run repeats an
+    uninterrupted one exactly whatever else drew random numbers, and the global streams are left as they were."""
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(step_seed(seed, step, rank))
+        yield
 
 
 def stop_at_step_callback(step: int):

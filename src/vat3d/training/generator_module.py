@@ -21,7 +21,7 @@ import torch
 from vat3d.data.token_dataset import TokenDataset, batch_conditions
 from vat3d.models.conditioners import canonical_cond_type
 from vat3d.models.generator import NextScaleGenerator
-from vat3d.training.common import build_optimizer, merged, weighted_means, rng_state, set_rng_state
+from vat3d.training.common import build_optimizer, merged, rng_state, seeded_step, set_rng_state, weighted_means
 from vat3d.training.distributed import StrategyAwareModule
 from vat3d.training.sampling import StepDataModule
 
@@ -120,15 +120,8 @@ class GeneratorModule(StrategyAwareModule):
         indices = [t.long() for t in batch["indices"]]
         return self.model.loss(indices, batch_conditions(batch, self.cond_type))
 
-    def _step_seed(self) -> int:
-        return (self.cfg["seed"] * 1_000_003 + self.global_step) * 1_009 + self.global_rank
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        # condition / modality dropout draws from a stream seeded by (seed, step, rank): a resumed run
-        # repeats exactly what an uninterrupted one does, whatever else consumed random numbers
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self._step_seed())
+        with seeded_step(self.cfg["seed"], self.global_step, self.global_rank, self.device):
             out = self._step(batch)
         log = {"train/loss": out["loss"], "train/accuracy": out["accuracy"], "train/loss_last": out["scale_loss"][-1],
                "train/accuracy_last": out["scale_accuracy"][-1]}

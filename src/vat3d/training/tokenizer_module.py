@@ -19,12 +19,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vat3d.models.tokenizer import VATokenizer
-from vat3d.training.common import build_optimizer, merged, weighted_means
+from vat3d.training.common import build_optimizer, merged, seeded_step, weighted_means
 from vat3d.training.distributed import StrategyAwareModule, full_parameters, is_fsdp
 from vat3d.training.sampling import StepDataModule
 
@@ -140,6 +139,10 @@ class TokenizerModule(StrategyAwareModule):
 
     # ---- training ----
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        with seeded_step(self.cfg["seed"], self.global_step, self.global_rank, self.device):
+            return self._training_step(batch)
+
+    def _training_step(self, batch: dict) -> torch.Tensor:
         cfg, step = self.cfg, self.global_step
         # quantized once the codebook is initialised (k-means in on_train_batch_start; a run that reaches
         # the switch with no pool, e.g. quantize_start_step=0, trains one more step continuously for one)
@@ -256,12 +259,6 @@ class TokenizerModule(StrategyAwareModule):
             self._pool_tokens = self._pool_steps = 0
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # Each step's randomness (posterior noise, dead-code restarts) is seeded by (seed, step, rank):
-        # a resumed run repeats an uninterrupted one exactly, whatever else drew random numbers.
-        seed = (self.cfg["seed"] * 1_000_003 + self.global_step * 7919 + self.global_rank) % 2**63
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
         if self.quantizing() and not self._codebook_ready and self._pool_steps > 0:
             self._init_codebook()
 
