@@ -87,7 +87,7 @@ class RandomTokens:
 
 
 def datamodule(dataset, batch_size: int, max_steps: int):
-    from vat3d.training.sampling import StepDataModule
+    from vat3d.training.batches import StepDataModule
 
     class Synthetic(StepDataModule):
         def __init__(self):

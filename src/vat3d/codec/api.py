@@ -34,7 +34,7 @@ from vat3d.codec.fingerprint import model_fingerprint_bytes
 from vat3d.geometry.io import load_mesh
 from vat3d.geometry.marching import extract_surface
 from vat3d.geometry.normalize import Transform, normalize_mesh
-from vat3d.geometry.sampling import sample_surface
+from vat3d.geometry.points import sample_surface
 from vat3d.geometry.simplify import simplify
 
 MeshLike = "str | os.PathLike | trimesh.Trimesh"

@@ -210,7 +210,7 @@ def prepare_shape(
     from vat3d.geometry.io import MeshError
     from vat3d.geometry.normalize import normalize_mesh
     from vat3d.geometry.occupancy import sample_occupancy
-    from vat3d.geometry.sampling import sample_surface
+    from vat3d.geometry.points import sample_surface
 
     start = time.perf_counter()
     out_dir = Path(out_dir)

@@ -28,7 +28,7 @@ from vat3d.evaluation.metrics import compare_meshes, iou
 from vat3d.geometry.io import load_mesh
 from vat3d.geometry.normalize import normalize_mesh
 from vat3d.geometry.occupancy import compute_occupancy
-from vat3d.geometry.sampling import sample_near_surface, sample_volume
+from vat3d.geometry.points import sample_near_surface, sample_volume
 
 DEFAULT_BUDGETS = (256, 512, 1024, 4096)
 DEFAULT_DRACO_QBITS = (8, 11, 14)

@@ -11,7 +11,7 @@ from vat3d.geometry.occupancy import (
     winding_number,
     winding_number_culled,
 )
-from vat3d.geometry.sampling import sample_near_surface, sample_surface, sample_volume
+from vat3d.geometry.points import sample_near_surface, sample_surface, sample_volume
 
 __all__ = [
     "MESH_EXTENSIONS",

@@ -20,7 +20,7 @@ import numpy as np
 import trimesh
 
 from vat3d.geometry.io import MeshError
-from vat3d.geometry.sampling import (
+from vat3d.geometry.points import (
     RandomLike,
     as_generator,
     sample_near_surface,

@@ -23,7 +23,7 @@ from vat3d.models.conditioners import canonical_cond_type
 from vat3d.models.generator import NextScaleGenerator
 from vat3d.training.common import build_optimizer, merged, rng_state, seeded_step, set_rng_state, weighted_means
 from vat3d.training.distributed import StrategyAwareModule
-from vat3d.training.sampling import StepDataModule
+from vat3d.training.batches import StepDataModule
 
 TRAINING_DEFAULTS = {
     "max_steps": 1000, "max_time": None, "lr": 3e-4, "weight_decay": 0.05, "betas": [0.9, 0.95],

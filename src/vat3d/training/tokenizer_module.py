@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from vat3d.models.tokenizer import VATokenizer
 from vat3d.training.common import build_optimizer, merged, seeded_step, weighted_means
 from vat3d.training.distributed import StrategyAwareModule, full_parameters, is_fsdp
-from vat3d.training.sampling import StepDataModule
+from vat3d.training.batches import StepDataModule
 
 TRAINING_DEFAULTS = {
     "max_steps": 1000, "max_time": None, "lr": 3e-4, "weight_decay": 0.05, "betas": [0.9, 0.95],
