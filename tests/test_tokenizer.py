@@ -189,3 +189,14 @@ def test_bf16_field_is_close_and_precision_is_checked(tiny_tokenizer):
     assert torch.equal(auto(points), bf16 if auto.precision == "bf16" else fp32)
     with pytest.raises(ValueError, match="precision"):
         tiny_tokenizer.occupancy_fn(tokens, precision="fp8")
+
+
+def test_config_key_the_model_does_not_take_is_an_error_naming_it(tiny_tokenizer, tmp_path):
+    import json
+
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["plane_resolution_x"] = 64
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"takes no config keys \['plane_resolution_x'\]"):
+        VATokenizer.from_pretrained(tmp_path / "m")

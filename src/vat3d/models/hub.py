@@ -4,6 +4,16 @@ The constructor arguments of a model *are* its config: :func:`register_to_config
 records them, :meth:`ModelMixin.save_pretrained` writes them as JSON beside the
 weights, and :meth:`ModelMixin.from_pretrained` rebuilds the model from the JSON
 and loads the weights with safetensors (never unpickling anything).
+
+Why not ``huggingface_hub.PyTorchModelHubMixin`` (checked against huggingface_hub 2.4): it fills the
+constructor from ``config.json`` by taking only the keys ``__init__`` names and silently drops the
+rest (a config written by another version loads as a different model, with no error); it loads
+weights with ``strict=False`` by default; a repository without ``model.safetensors`` falls back to
+``pytorch_model.bin`` through ``torch.load`` (pickle); and a name that is not a local folder is looked
+up on the Hub, where this project never downloads at run time. It also has no storage dtype (float16
+files that load as float32), no weight fingerprint in the file and no atomic writes. So the ~150
+lines here stay: a config key the constructor does not take is an error naming it, loading is strict,
+and nothing but safetensors is read.
 """
 
 from __future__ import annotations
@@ -105,6 +115,12 @@ class ModelMixin(nn.Module):
     @classmethod
     def from_config(cls: type[T], config: dict) -> T:
         kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
+        accepted = inspect.signature(cls.__init__).parameters
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+            unknown = sorted(set(kwargs) - set(accepted))
+            if unknown:
+                raise ValueError(f"{cls.__name__} takes no config keys {unknown} (a config of another vat3d "
+                                 f"version?): its keys are {sorted(k for k in accepted if k != 'self')}")
         return cls(**kwargs)
 
     @classmethod
