@@ -96,11 +96,65 @@ def test_thread_count_does_not_change_the_code(generator):
     assert torch.get_num_threads() == threads  # restored
 
 
+def test_coders_in_several_threads_take_turns(generator):
+    """Four threads encode and decode at once (as web-app requests would): every round trip is exact and
+    the process's thread count is what it was."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    shapes = [as_list(generator.generate(batch_size=1, seed=20 + i), 0) for i in range(4)]
+    serial = [entropy_encode(generator, t) for t in shapes]
+    threads = torch.get_num_threads()
+
+    def round_trip(i):
+        payloads = entropy_encode(generator, shapes[i])
+        return payloads, entropy_decode(generator, payloads)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(round_trip, range(4)))
+    for (payloads, decoded), expected, tokens in zip(results, serial, shapes):
+        assert payloads == expected and same(decoded, tokens)
+    assert torch.get_num_threads() == threads
+
+
 def test_prefix_of_payloads_decodes_prefix(generator):
     tokens = as_list(generator.generate(batch_size=1, seed=5), 0)
     payloads = entropy_encode(generator, tokens)
     for k in range(1, generator.num_scales + 1):
         assert same(entropy_decode(generator, payloads[:k]), tokens[:k])
+
+
+def test_a_decoder_with_other_probabilities_fails_the_token_check(generator, monkeypatch):
+    """Probabilities that differ from the encoder's can decode to other tokens without a coder error:
+    each payload's check byte turns that into an error naming the scale."""
+    from vat3d.codec import entropy
+
+    tokens = as_list(generator.generate(batch_size=1, seed=7), 0)
+    payloads = entropy_encode(generator, tokens)
+    assert all(p[0] == entropy.token_check(t) for p, t in zip(payloads, tokens))
+    real = entropy.PriorStepper.probs
+
+    def shifted(self):  # every token's probability moved to its neighbour's code
+        return np.roll(real(self), 1, axis=-1)
+
+    monkeypatch.setattr(entropy.PriorStepper, "probs", shifted)
+    with pytest.raises(ValueError, match="scale 0 decodes to tokens that fail their check"):
+        entropy_decode(generator, payloads)
+
+
+def test_entropy_files_without_token_checks_are_refused(tokenizer, generator):
+    from vat3d.codec.api import model_fingerprint_bytes
+    from vat3d.codec.entropy import decode_entropy_vat, generator_fingerprint_bytes
+    from vat3d.codec.vatfile import VatFormatError, VatHeader, encode_vat_payloads
+
+    tokens = as_list(generator.generate(batch_size=1, seed=3), 0)
+    old = VatHeader(model_fingerprint=model_fingerprint_bytes(tokenizer), codebook_size=tokenizer.codebook_size,
+                    scale_sizes=tuple(tokenizer.scale_sizes), coding="entropy", version=2,
+                    generator_fingerprint=generator_fingerprint_bytes(generator))
+    data = encode_vat_payloads(old, [p[1:] for p in entropy_encode(generator, tokens)])  # the old layout
+    with pytest.raises(VatFormatError, match="predates per-scale token checks"):
+        decode_entropy_vat(generator, data)
+    new = tokens_to_bytes(tokenizer, tokens, generator=generator)
+    assert decode_vat_header(new).version == 3 and decode_vat_header(tokens_to_bytes(tokenizer, tokens)).version == 2
 
 
 def test_truncated_entropy_file_decodes_a_prefix(tokenizer, generator):
@@ -198,7 +252,7 @@ def test_memorising_generator_compresses_below_fixed_width(tokenizer, memorised)
         tokens = as_list(data, b)
         payloads = entropy_encode(g, tokens)
         assert same(entropy_decode(g, payloads), tokens)
-        bits_per_token = 8 * sum(map(len, payloads)) / n
+        bits_per_token = 8 * sum(len(p) - 1 for p in payloads) / n  # less the check byte of each payload
         assert bits_per_token < raw_bits / 2, bits_per_token
         entropy_file = tokens_to_bytes(tokenizer, tokens, generator=g)
         assert len(entropy_file) < len(tokens_to_bytes(tokenizer, tokens))
@@ -215,7 +269,8 @@ def test_biased_head_compresses(tokenizer):
     tokens = [rng.choice([3, 17], n) for n in g.scale_sizes]
     payloads = entropy_encode(g, tokens)
     assert same(entropy_decode(g, payloads), tokens)
-    assert 8 * sum(map(len, payloads)) / sum(g.scale_sizes) < 2.5
+    coded = sum(len(p) - 1 for p in payloads)  # the range coder's bytes: each payload opens with a check byte
+    assert 8 * coded / sum(g.scale_sizes) < 2.5
 
 
 # ---------------------------------------------------------------------------- command line

@@ -502,7 +502,8 @@ def test_crafted_builder_matches_encoder():
     [
         (dict(magic=b"VX"), "bad magic"),
         (dict(magic=b"PK\x03\x04"), "bad magic"),
-        (dict(version=3), "unsupported .vat format version 3 .*reads version 2; the file is from a newer"),
+        (dict(version=4), "unsupported .vat format version 4 .*reads versions 2, 3; the file is from a newer"),
+        (dict(version=3), "format version 3 is for entropy-coded files"),  # a raw file cannot claim it
         (dict(version=7), "unsupported .vat format version 7"),
         (dict(version=1), "unsupported .vat format version 1"),
         (dict(version=0), "unsupported .vat format version 0"),

@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from vat3d.codec.fingerprint import model_fingerprint_bytes
-from vat3d.codec.vatfile import VatHeader, decode_vat_payloads, encode_vat_payloads
+from vat3d.codec.vatfile import (ENTROPY_FORMAT_VERSION, VatFormatError, VatHeader, crc8, decode_vat_payloads,
+                                 encode_vat_payloads)
 
 __all__ = [
     "UNIFORM_FLOOR",
@@ -63,17 +65,31 @@ def _constriction():
     return constriction.stream
 
 
+#: torch's intra-op thread count (and its deterministic-algorithms switch) are process-wide: coders in
+#: several threads (a web app's requests) take turns, so none restores a setting another still needs.
+_DETERMINISM_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _deterministic():
-    """no grad, no autocast, deterministic kernels requested, ONE intra-op thread (restored afterwards).
+    """no grad, no autocast, ONE intra-op thread (restored afterwards); on CUDA also deterministic kernels.
 
     The thread count matters: with 2 threads CPU matmuls split their work differently and the
-    logits differ from the 1-thread ones in the 7th digit, enough to break decoding.
+    logits differ from the 1-thread ones in the 7th digit, enough to break decoding. The settings are
+    process-wide, so the whole block holds :data:`_DETERMINISM_LOCK`.
     """
+    with _DETERMINISM_LOCK, _deterministic_settings():
+        yield
+
+
+@contextlib.contextmanager
+def _deterministic_settings():
     previous = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    cuda = torch.cuda.is_available()
+    if cuda:  # CPU kernels of the prior are deterministic for a thread count; only CUDA needs the switch
+        torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_num_threads(1)
     try:
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
@@ -83,7 +99,8 @@ def _deterministic():
             else:
                 yield
     finally:
-        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
+        if cuda:
+            torch.use_deterministic_algorithms(previous, warn_only=warn_only)
         torch.set_num_threads(threads)
 
 
@@ -207,11 +224,18 @@ def _shortest_tail(stream, family, full: bytes, probs: np.ndarray, tokens: np.nd
     return full
 
 
+def token_check(tokens: np.ndarray) -> int:
+    """CRC-8 of one scale's token indices (as little-endian uint32): the byte each payload opens with."""
+    return crc8(np.asarray(tokens, dtype="<u4").tobytes())
+
+
 def entropy_encode(generator, tokens_per_scale: Sequence) -> list[bytes]:
     """Range-code each scale with the generator's prior; one independent payload per scale.
 
     ``tokens_per_scale[k]`` holds ``scale_sizes[k]`` indices (a prefix of the scales is fine).
-    Every payload is verified by decoding it before it is returned.
+    Every payload is verified by decoding it before it is returned, and opens with
+    :func:`token_check` of its tokens, which the decoder compares with what it decoded: a decoder whose
+    probabilities differ from the encoder's in the last bits gets an error, not wrong tokens.
     """
     stream = _constriction()
     tokens = _check_tokens(generator, tokens_per_scale)
@@ -224,7 +248,7 @@ def entropy_encode(generator, tokens_per_scale: Sequence) -> list[bytes]:
             full = _words_to_bytes(encoder.get_compressed())
             if not _decodes_to(stream, family, full, probs, tok):  # pragma: no cover - coder invariant
                 raise RuntimeError("range coder round trip failed")
-            payloads.append(_shortest_tail(stream, family, full, probs, tok))
+            payloads.append(bytes([token_check(tok)]) + _shortest_tail(stream, family, full, probs, tok))
     return payloads
 
 
@@ -243,12 +267,17 @@ def entropy_decode(generator, payloads: Sequence[bytes], scale_sizes: Sequence[i
         stepper = PriorStepper(generator)
         for payload in payloads:
             probs = stepper.probs()
+            if not payload:
+                raise ValueError(f"entropy payload of scale {stepper.k} is empty: it has no token check byte")
             try:
-                decoder = stream.queue.RangeDecoder(_bytes_to_words(payload))
+                decoder = stream.queue.RangeDecoder(_bytes_to_words(payload[1:]))
                 tok = np.asarray(decoder.decode(family, probs), dtype=np.int64)
             except (AssertionError, ValueError, RuntimeError) as error:
                 raise ValueError(f"entropy payload of scale {stepper.k} does not decode ({error}): the generator's "
                                  "probabilities differ from the encoder's (see docs/codec.md)") from None
+            if token_check(tok) != payload[0]:
+                raise ValueError(f"entropy payload of scale {stepper.k} decodes to tokens that fail their check: "
+                                 "the generator's probabilities differ from the encoder's (see docs/codec.md)")
             out.append(tok)
             stepper.feed(tok)
     return out
@@ -283,7 +312,8 @@ def check_generator(generator, model_fingerprint: bytes, scale_sizes: Sequence[i
 def _entropy_header(generator, num_payloads: int, model_fingerprint, codebook_size, scale_sizes, center, scale):
     return VatHeader(model_fingerprint=model_fingerprint, codebook_size=codebook_size,
                      scale_sizes=tuple(scale_sizes), center=tuple(center), scale=scale, coding="entropy",
-                     generator_fingerprint=generator_fingerprint_bytes(generator), num_scales_stored=num_payloads)
+                     generator_fingerprint=generator_fingerprint_bytes(generator), num_scales_stored=num_payloads,
+                     version=ENTROPY_FORMAT_VERSION)
 
 
 def encode_entropy_vat(generator, tokens_per_scale: Sequence, *, model_fingerprint: bytes, codebook_size: int,
@@ -309,6 +339,9 @@ def decode_entropy_vat(generator, data: bytes, *, expected_fingerprint: bytes | 
     h = parsed.header
     if h.coding != "entropy":
         raise ValueError("not an entropy-coded .vat file")
+    if h.version < ENTROPY_FORMAT_VERSION:
+        raise VatFormatError("this entropy-coded .vat file predates per-scale token checks (an earlier vat3d "
+                             "wrote it): its tokens cannot be verified; encode the mesh again")
     check_generator(generator, h.model_fingerprint, h.scale_sizes, h.codebook_size)
     tokens = entropy_decode(generator, parsed.payloads, h.scale_sizes)
     return h, tokens, parsed.complete

@@ -19,7 +19,11 @@ BytesLike = Union[bytes, bytearray, memoryview]
 
 MAGIC = b"VT"
 V1_MAGIC = b"VAT3"  # version 1 (vat3d 0.1): b"VAT3" followed by the version byte 1
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # raw (bit-packed) files
+#: Entropy-coded files since each payload opens with a CRC-8 of its scale's decoded tokens
+#: (:func:`vat3d.codec.entropy.token_check`); version-2 entropy files lack it and are refused.
+ENTROPY_FORMAT_VERSION = 3
+READ_VERSIONS = (FORMAT_VERSION, ENTROPY_FORMAT_VERSION)
 FINGERPRINT_BYTES = 4  # a file keeps the first 4 bytes of a (longer) model fingerprint
 CODINGS = ("raw", "entropy")
 

@@ -23,7 +23,9 @@ from vat3d.codec.vat_fields import (
     CODINGS,
     FINAL_CHECK_BYTES,
     FINGERPRINT_BYTES,
+    ENTROPY_FORMAT_VERSION,
     FORMAT_VERSION,
+    READ_VERSIONS,
     HEADER_CHECK_BYTES,
     MAGIC,
     MAX_CODEBOOK_SIZE,
@@ -159,8 +161,12 @@ class VatPayloads:
 
 def _validate_header(h: VatHeader, exc: type[Exception]) -> None:
     """Check every header invariant; raise ``exc`` with a clear message."""
-    if h.version != FORMAT_VERSION:
-        raise exc(f"unsupported .vat format version {h.version} (this vat3d writes version {FORMAT_VERSION})")
+    if h.version not in READ_VERSIONS:
+        raise exc(f"unsupported .vat format version {h.version} (this vat3d writes versions "
+                  f"{FORMAT_VERSION} (raw) and {ENTROPY_FORMAT_VERSION} (entropy-coded))")
+    if h.version == ENTROPY_FORMAT_VERSION and h.coding != "entropy":
+        raise exc(f"format version {ENTROPY_FORMAT_VERSION} is for entropy-coded files; raw files are "
+                  f"version {FORMAT_VERSION}")
     if len(h.model_fingerprint) != FINGERPRINT_BYTES:
         raise exc(f"model_fingerprint must be at least {FINGERPRINT_BYTES} bytes, got {len(h.model_fingerprint)}")
     if h.generator_fingerprint is not None and len(h.generator_fingerprint) != FINGERPRINT_BYTES:
@@ -209,7 +215,7 @@ def _header_fields(h: VatHeader, entropy_lengths: Sequence[int] = ()) -> bytes:
     kind = {"2d": _SCHEDULE_2D, "1d": _SCHEDULE_1D, None: _SCHEDULE_EXPLICIT}[mode]
     explicit_v = h.codebook_size != 1 << h.bits_per_token
     out = bytearray(MAGIC)
-    out.append(FORMAT_VERSION << _VERSION_SHIFT | flags)
+    out.append(h.version << _VERSION_SHIFT | flags)
     out.append((h.bits_per_token - 1) | kind << _SCHEDULE_SHIFT | (_TOKEN_EXPLICIT_V if explicit_v else 0))
     if explicit_v:
         out += _varint(h.codebook_size)

@@ -21,6 +21,7 @@ from vat3d.codec.vat_fields import (
     FINAL_CHECK_BYTES,
     FINGERPRINT_BYTES,
     FORMAT_VERSION,
+    READ_VERSIONS,
     MAGIC,
     MAX_FILE_BYTES,
     MAX_SCALES,
@@ -154,10 +155,11 @@ def _parse(
     # Version and flags, then the token byte: needed to know the layout.
     byte = cur.u8("version and flags")
     version, flags = byte >> _VERSION_SHIFT, byte & ((1 << _VERSION_SHIFT) - 1)
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise VatFormatError(
-            f"unsupported .vat format version {version} (this vat3d reads version {FORMAT_VERSION}"
-            + ("; the file is from a newer vat3d)" if version > FORMAT_VERSION else ")")
+            f"unsupported .vat format version {version} (this vat3d reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}"
+            + ("; the file is from a newer vat3d)" if version > max(READ_VERSIONS) else ")")
         )
     if flags & ~_KNOWN_FLAGS:
         raise VatFormatError(f"unknown flag bits 0x{flags & ~_KNOWN_FLAGS:02x} in .vat header")
