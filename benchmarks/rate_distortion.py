@@ -140,8 +140,18 @@ def main() -> None:
     parser.add_argument("--targets", default="0.3,0.4,0.5,0.6")
     parser.add_argument("--cli-decode-files", type=int, default=12)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rate_distortion.json"))
+    parser.add_argument("--only-cli-decode", action="store_true",
+                        help="Only time the CLI decode of --cli-decode-files meshes (writes --out).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.only_cli_decode:
+        files = sorted(p for p in args.meshes.iterdir() if p.suffix.lower() in MESH_SUFFIXES)[: args.cli_decode_files]
+        cli = time_cli_decode(args.model, files, threads=args.threads)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"model": args.model, "meshes": str(args.meshes), "cli_decode": cli,
+                                        "load_average_1m": os.getloadavg()[0]}, indent=2))
+        print("cli decode", cli)
+        return
     efforts = [e for e in args.efforts.split(",") if e]
     unknown = [e for e in efforts if e not in EFFORTS]
     if unknown:
