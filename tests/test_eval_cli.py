@@ -80,6 +80,7 @@ def test_eval_reports_each_effort_with_its_seconds(tmp_path):
             "--n-points", "1000", "--no-baselines"]
     result = CliRunner().invoke(app, [str(a) for a in (*args, "--effort", "fast,balanced")])
     assert result.exit_code == 0, result.output
+    assert "[1/1] shape.obj: " in result.output  # not a terminal: one line per shape instead of a bar
     report = json.loads((out / "eval.json").read_text())
     efforts = report["shapes"][0]["efforts"]
     assert set(efforts) == {"fast", "balanced"}

@@ -53,9 +53,16 @@ def evaluate(
         generator = load_entropy_generator(entropy, tokenizer)
         settings.extra_bytes = lambda shape: entropy_bytes(generator, tokenizer, shape)
     rows = []
-    for f in track(files, description="evaluating"):
+    console = Console(stderr=True)
+    # a progress bar on a terminal; one line per shape in a log (rich draws nothing there until the end)
+    shapes = track(files, description="evaluating", console=console) if console.is_terminal else files
+    for i, f in enumerate(shapes):
         try:
             rows.append(evaluate_shape(tokenizer, f, settings, name=str(f)))
+            if not console.is_terminal:
+                r = rows[-1]
+                typer.echo(f"[{i + 1}/{len(files)}] {f.name}: {r['vat_bytes']} B, F@0.02 {r['fscore@0.02']:.3f}, "
+                           f"encode {r['encode_s']:.2f} s", err=True)
         except Exception as error:
             typer.secho(f"skipped {f}: {error}", fg="yellow", err=True)
     if not rows:
