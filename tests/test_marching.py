@@ -108,7 +108,7 @@ def test_empty_fields_give_empty_meshes():
         mesh = extract_surface(lambda p: torch.full((len(p),), value), 32)
         assert len(mesh.faces) == 0 and len(mesh.vertices) == 0
         assert mesh.metadata["extraction"]["points_evaluated"] == 16**3  # coarse pass only
-    assert len(marching_cubes_grid(np.zeros((8, 8, 8)), level=0.5).faces) == 0
+    assert len(marching_cubes_grid(np.zeros((8, 8, 8)), iso=0.5).faces) == 0
 
 
 def test_resolution_512_small_band():

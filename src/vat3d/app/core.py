@@ -248,7 +248,7 @@ class AppModels:
         scales = f"scales 1–{k} of {total}" if k > 1 else f"scale 1 of {total}"
         if len(mesh.faces) == 0:
             message = (f"The decoded surface is **empty** ({scales}, {res}³ grid): the model sees no "
-                       "inside at this level. Try more scales or another shape.")
+                       "inside with these scales. Try more scales or another shape.")
             return Decoded(None, vat, k, total, len(data), message)
         glb = export_glb(mesh, directory, f"{shape.name}{suffix}-{res}")
         message = f"Decoded {scales} ({len(data):,} bytes as a .vat prefix) at {res}³: {mesh_summary(mesh)}."

@@ -10,8 +10,8 @@ Conventions
 * Occupancy logits are *positive inside* the shape. Extracted meshes have outward-facing normals.
 
 Coarse-to-fine extraction (:func:`extract_surface`) evaluates the field on a coarse grid in full, then
-refines level by level (doubling the resolution: 64 -> 128 -> 256 for the default 256^3): at each level
-only the samples inside coarser cells whose corners straddle the level are evaluated, every other sample
+refines stage by stage (doubling the resolution: 64 -> 128 -> 256 for the default 256^3): at each stage
+only the samples inside coarser cells whose corners straddle the iso are evaluated, every other sample
 is filled with a constant of the sign of its coarser cell, and the evaluated band grows wherever an
 evaluated sample and a filled neighbour disagree in sign (the surface leaves the band there). When the
 coarse grid sees every sign change of the field (no feature thinner than about one coarse cell, no tiny
@@ -20,7 +20,7 @@ everywhere and equals it wherever marching cubes reads values, so the mesh is id
 one. The grids of successive levels are not nested, so every sample of the earlier levels also acts as
 a witness: a coarser cell that holds a witness of the other sign is refined even if its corners agree.
 Thin features can still be missed: raise ``coarse_resolution``, set ``band`` (refine cells whose
-corners come close to the level), or use ``dense=True`` for fields with such detail.
+corners come close to the iso), or use ``dense=True`` for fields with such detail.
 
 A field may also answer queries by grid index (``grid_evaluator``, see :func:`extract_surface`); the
 tokenizer's field uses this to read its triplanes pre-interpolated at the grid's coordinates instead of
@@ -106,21 +106,21 @@ def _outward_fraction(
 
 
 def marching_cubes_grid(
-    values_RRR: np.ndarray | torch.Tensor, level: float = 0.0, mask_RRR: np.ndarray | None = None
+    values_RRR: np.ndarray | torch.Tensor, iso: float = 0.0, mask_RRR: np.ndarray | None = None
 ) -> trimesh.Trimesh:
-    """Extract the ``level`` iso-surface of a grid of occupancy logits covering ``[-1, 1]^3``.
+    """Extract the ``iso``-level surface of a grid of occupancy logits covering ``[-1, 1]^3``.
 
     Args:
         values_RRR: ``(R, R, R)`` values in "ij" order (see the module docstring), positive inside.
-        level: iso-value.
+        iso: iso-value.
         mask_RRR: optional boolean grid of samples; marching cubes skips cells whose corners are not
             ``True`` (faster when the surface lies in a known band; every corner of every cell that
-            crosses the level must be ``True``).
+            crosses the iso must be ``True``).
 
     Returns:
         A ``trimesh.Trimesh`` (built with ``process=False``: vertices are not merged or reordered) whose
         vertices are ``-1 + index * 2 / (R - 1)`` and whose faces face outward (from higher to lower
-        values). An empty mesh when the level is not crossed.
+        values). An empty mesh when the iso is not crossed.
     """
     if isinstance(values_RRR, torch.Tensor):
         values_RRR = values_RRR.detach().cpu().numpy()
@@ -129,12 +129,12 @@ def marching_cubes_grid(
         raise ValueError(f"expected a cubic (R, R, R) grid, got shape {values_RRR.shape}")
     if np.isnan(values_RRR).any():
         raise ValueError("the occupancy grid contains NaN values")
-    if not (np.any(values_RRR > level) and np.any(values_RRR < level)):
+    if not (np.any(values_RRR > iso) and np.any(values_RRR < iso)):
         return _empty_mesh()
     resolution = values_RRR.shape[0]
     # "ascent" orients triangles outward for fields that are larger inside (checked below).
     vertices_idx_V3, faces_F3, _, _ = measure.marching_cubes(
-        values_RRR, level=level, gradient_direction="ascent", mask=mask_RRR
+        values_RRR, level=iso, gradient_direction="ascent", mask=mask_RRR
     )
     if len(faces_F3) == 0:
         return _empty_mesh()
@@ -219,9 +219,9 @@ def _any_corner(mask_CCC: np.ndarray) -> np.ndarray:
     return out
 
 
-def _straddling_cells(values_CCC: np.ndarray, level: float) -> np.ndarray:
-    """Boolean ``(C-1,)*3`` mask of grid cells whose 8 corners are not all on one side of ``level``."""
-    above_CCC = values_CCC > level
+def _straddling_cells(values_CCC: np.ndarray, iso: float) -> np.ndarray:
+    """Boolean ``(C-1,)*3`` mask of grid cells whose 8 corners are not all on one side of ``iso``."""
+    above_CCC = values_CCC > iso
     return _any_corner(above_CCC) & _any_corner(~above_CCC)
 
 
@@ -230,7 +230,7 @@ def extract_surface(
     resolution: int = 256,
     *,
     coarse_resolution: int | None = None,
-    level: float = 0.0,
+    iso: float = 0.0,
     chunk_size: int = 262_144,
     dense: bool = False,
     dilation: int = 0,
@@ -239,7 +239,7 @@ def extract_surface(
     input_kind: Literal["torch", "numpy"] = "torch",
     device: str | torch.device = "cpu",
 ) -> trimesh.Trimesh:
-    """Mesh the ``level`` set of an occupancy field on a ``resolution^3`` grid over ``[-1, 1]^3``.
+    """Mesh the ``iso``-level set of an occupancy field on a ``resolution^3`` grid over ``[-1, 1]^3``.
 
     Args:
         occupancy_fn: points -> logits, positive inside (see :func:`evaluate_points` for the calling
@@ -252,17 +252,17 @@ def extract_surface(
         coarse_resolution: resolution of the coarsest pass, evaluated in full (ignored when ``dense``);
             ``None`` means ``clip(resolution // 4, 16, 64)`` (64 for 256^3 and 512^3). Features thinner
             than one coarse cell may be missed; raise it to be safer.
-        level: iso-value of the surface.
+        iso: iso-value of the surface.
         chunk_size: points per evaluation call.
         dense: evaluate every fine grid point (the reference; no coarse pass).
-        dilation: extra margin, in cells of the coarser grid, refined around the surface at each level
+        dilation: extra margin, in cells of the coarser grid, refined around the surface at each stage
             (0 is exact under the assumption below; a margin only costs time).
-        band: also refine, at each level, the cells with a corner within ``band`` of the level (in the
+        band: also refine, at each stage, the cells with a corner within ``band`` of the iso (in the
             field's units): features thinner than a coarse cell usually pull nearby samples close to the
-            level, so this finds most of what the coarse grid cannot see, at some cost. 0 (default) is
+            iso, so this finds most of what the coarse grid cannot see, at some cost. 0 (default) is
             fastest; for the tokenizer's logits 0.25 found every component of the dense mesh on 20
             unseen shapes at ~1.5x the time (``benchmarks/codec.py``).
-        fill_magnitude: fine samples that are not evaluated get ``level +/- fill_magnitude`` with the
+        fill_magnitude: fine samples that are not evaluated get ``iso +/- fill_magnitude`` with the
             sign of the coarser field around them.
         input_kind: ``"torch"`` (default) or ``"numpy"`` inputs for ``occupancy_fn``.
         device: torch device of the input points.
@@ -270,8 +270,8 @@ def extract_surface(
     Returns:
         The mesh (see :func:`marching_cubes_grid`). ``mesh.metadata["extraction"]`` records
         ``points_evaluated`` (all levels), ``grown_points`` (of those, evaluated because the surface
-        left the band of a coarser level), ``witness_cells`` (coarser cells refined because a sample of
-        an earlier level saw a sign there that the level in between missed), ``dense_points``
+        left the band of a coarser stage), ``witness_cells`` (coarser cells refined because a sample of
+        an earlier stage saw a sign there that the stage in between missed), ``dense_points``
         (``resolution^3``), ``refined_fraction`` (fine samples evaluated / ``resolution^3``), ``levels``
         (the grid resolutions), ``eval_seconds``, ``marching_seconds`` and the settings. Assumption of
         the coarse pass: every sign change of the field is visible on the coarse grid (see the module
@@ -292,10 +292,10 @@ def extract_surface(
     fine_evaluated, mask_RRR, grown, witnessed = points_evaluated, None, 0, 0
     # Samples of the levels before the previous one: a sign they saw must not get lost in between.
     witnesses: list[tuple[int, np.ndarray, np.ndarray]] = []
-    previous = (levels[0], np.arange(levels[0] ** 3, dtype=np.int64), values_RRR.reshape(-1) > level)
+    previous = (levels[0], np.arange(levels[0] ** 3, dtype=np.int64), values_RRR.reshape(-1) > iso)
     for r in levels[1:]:
         refined = _refine_level(
-            evaluators[r], values_RRR, r, level=level, dilation=dilation, band=band,
+            evaluators[r], values_RRR, r, iso=iso, dilation=dilation, band=band,
             fill_magnitude=fill_magnitude, witnesses=witnesses,
         )
         values_RRR, mask_RRR, fine_evaluated = refined.values_RRR, refined.mask_RRR, refined.evaluated
@@ -305,9 +305,9 @@ def extract_surface(
         if r != levels[-1]:
             witnesses.append(previous)
             flat_P = np.flatnonzero(refined.evaluated_RRR)
-            previous = (r, flat_P, values_RRR.reshape(-1)[flat_P] > level)
+            previous = (r, flat_P, values_RRR.reshape(-1)[flat_P] > iso)
     t1 = time.perf_counter()
-    mesh = marching_cubes_grid(values_RRR, level=level, mask_RRR=mask_RRR)
+    mesh = marching_cubes_grid(values_RRR, iso=iso, mask_RRR=mask_RRR)
     t2 = time.perf_counter()
     stats = {
         "resolution": resolution,
@@ -387,7 +387,7 @@ class _RefinedLevel(NamedTuple):
     evaluated: int  # how many
     grown: int  # of those, added by growth
     witness_cells: int  # coarse cells refined because of a witness
-    mask_RRR: np.ndarray  # marching-cubes mask: every corner of every fine cell that can cross the level
+    mask_RRR: np.ndarray  # marching-cubes mask: every corner of every fine cell that can cross the iso
 
 
 def _refine_level(
@@ -395,7 +395,7 @@ def _refine_level(
     coarse_CCC: np.ndarray,
     resolution: int,
     *,
-    level: float,
+    iso: float,
     dilation: int,
     fill_magnitude: float,
     band: float = 0.0,
@@ -403,11 +403,11 @@ def _refine_level(
 ) -> _RefinedLevel:
     """One coarse-to-fine step: the ``resolution^3`` grid from a coarser (composite) grid.
 
-    Fine samples inside coarse cells that straddle the level are evaluated; every other sample gets
-    ``level +/- fill_magnitude`` with the sign of its (non-straddling) coarse cell. Then the band grows:
+    Fine samples inside coarse cells that straddle the iso are evaluated; every other sample gets
+    ``iso +/- fill_magnitude`` with the sign of its (non-straddling) coarse cell. Then the band grows:
     wherever an evaluated sample and a filled 6-neighbour disagree in sign, the surface leaves the
     evaluated band, so the neighbour's coarse cell is evaluated too; repeated until no such pair is
-    left. After that, every fine cell that the composite grid shows as crossing the level has all the
+    left. After that, every fine cell that the composite grid shows as crossing the iso has all the
     corners on which marching cubes places vertices evaluated, and the mesh equals the dense one
     (given the module's assumption that the coarse grid sees every sign change).
 
@@ -427,14 +427,14 @@ def _refine_level(
             out_RRR[bounds[c] : bounds[c + 1]] = cells_ccc[c][plane_index]
         return out_RRR
 
-    active_ccc = _straddling_cells(coarse_CCC, level)
-    if band > 0:  # cells with a corner this close to the level may hide a feature between their corners
-        active_ccc |= _any_corner(np.abs(coarse_CCC - level) < band)
+    active_ccc = _straddling_cells(coarse_CCC, iso)
+    if band > 0:  # cells with a corner this close to the iso may hide a feature between their corners
+        active_ccc |= _any_corner(np.abs(coarse_CCC - iso) < band)
     if dilation > 0 and active_ccc.any():
         active_ccc = ndimage.binary_dilation(active_ccc, structure=np.ones((3, 3, 3), bool), iterations=dilation)
     active_ccc = np.ascontiguousarray(active_ccc)  # updated in place through flat views below
     # A non-straddling coarse cell has all 8 corners on one side; its first corner gives that side.
-    above_ccc = coarse_CCC[:-1, :-1, :-1] > level
+    above_ccc = coarse_CCC[:-1, :-1, :-1] > iso
     n_witnessed = 0
     for r, flat_W, above_W in witnesses:
         ijk = np.unravel_index(flat_W, (r,) * 3)
@@ -445,7 +445,7 @@ def _refine_level(
             cells = np.unique(cell_W[lost])
             active_ccc.reshape(-1)[cells] = True
             n_witnessed += len(cells)
-    fill_ccc = np.where(above_ccc, level + fill_magnitude, level - fill_magnitude)
+    fill_ccc = np.where(above_ccc, iso + fill_magnitude, iso - fill_magnitude)
     values_RRR = to_fine(fill_ccc.astype(np.float32))
     values_P, evaluated_P = values_RRR.reshape(-1), to_fine(active_ccc).reshape(-1)
     new_P = np.flatnonzero(evaluated_P)
@@ -455,7 +455,7 @@ def _refine_level(
     while len(new_P):
         values_P[new_P] = evaluate(new_P)
         n_evaluated += len(new_P)
-        leaving_Q = _sign_disagreements(new_P, values_P, evaluated_P, R, level)
+        leaving_Q = _sign_disagreements(new_P, values_P, evaluated_P, R, iso)
         if not len(leaving_Q):
             break
         # Evaluate the whole coarse cell of every such neighbour (cells own disjoint fine samples).
@@ -471,7 +471,7 @@ def _refine_level(
         inside = keep[0][:, :, None, None] & keep[1][:, None, :, None] & keep[2][:, None, None, :]
         new_P = flat[inside]
         evaluated_P[new_P] = True
-    # A fine cell that crosses the level has an evaluated corner; its corners lie in coarse cells c and
+    # A fine cell that crosses the iso has an evaluated corner; its corners lie in coarse cells c and
     # c + 1 (per axis) of its first corner's cell c. Mark every corner of such cells (whichever corner
     # marching cubes checks): coarse cells within one of an active cell, on both sides.
     active_ccc = active_flat.reshape((n_cells,) * 3)
@@ -487,17 +487,17 @@ def _refine_level(
 
 
 def _sign_disagreements(
-    new_P: np.ndarray, values_P: np.ndarray, evaluated_P: np.ndarray, resolution: int, level: float
+    new_P: np.ndarray, values_P: np.ndarray, evaluated_P: np.ndarray, resolution: int, iso: float
 ) -> np.ndarray:
     """Unevaluated 6-neighbours of the samples ``new_P`` whose (filled) sign differs (repeats possible)."""
     R = resolution
-    above_P = values_P[new_P] > level
+    above_P = values_P[new_P] > iso
     ijk = np.unravel_index(new_P, (R,) * 3)
     out = []
     for axis, stride in enumerate((R * R, R, 1)):
         for step in (-1, 1):
             ok = (ijk[axis] > 0) if step < 0 else (ijk[axis] < R - 1)
             q = new_P[ok] + step * stride
-            hit = ~evaluated_P[q] & ((values_P[q] > level) != above_P[ok])
+            hit = ~evaluated_P[q] & ((values_P[q] > iso) != above_P[ok])
             out.append(q[hit])
     return np.concatenate(out)
