@@ -140,17 +140,31 @@ def main() -> None:
     parser.add_argument("--targets", default="0.3,0.4,0.5,0.6")
     parser.add_argument("--cli-decode-files", type=int, default=12)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rate_distortion.json"))
-    parser.add_argument("--only-cli-decode", action="store_true",
-                        help="Only time the CLI decode of --cli-decode-files meshes (writes --out).")
+    parser.add_argument("--only-timing", action="store_true",
+                        help="Only time: each effort's encoding of --limit meshes and the CLI decode of "
+                             "--cli-decode-files meshes (writes --out), on an otherwise idle machine.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.only_cli_decode:
-        files = sorted(p for p in args.meshes.iterdir() if p.suffix.lower() in MESH_SUFFIXES)[: args.cli_decode_files]
-        cli = time_cli_decode(args.model, files, threads=args.threads)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"model": args.model, "meshes": str(args.meshes), "cli_decode": cli,
-                                        "load_average_1m": os.getloadavg()[0]}, indent=2))
+    if args.only_timing:
+        files = sorted(p for p in args.meshes.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
+        model = load_tokenizer(args.model)
+        encode_mesh(model, files[0], effort="balanced")  # warm-up
+        timing = {}
+        for effort in [e for e in args.efforts.split(",") if e]:
+            seconds = []
+            for f in files[: args.limit or 8]:
+                t0 = time.perf_counter()
+                encode_mesh(model, f, effort=effort)
+                seconds.append(time.perf_counter() - t0)
+            timing[effort] = {"shapes": len(seconds), "median_s": float(np.median(seconds)),
+                              "max_s": float(max(seconds)), "mean_s": float(np.mean(seconds))}
+            print(effort, timing[effort], flush=True)
+        cli = time_cli_decode(args.model, files[: args.cli_decode_files], threads=args.threads)
         print("cli decode", cli)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"model": args.model, "meshes": str(args.meshes), "threads": args.threads,
+                                        "encode": timing, "cli_decode": cli,
+                                        "load_average_1m": os.getloadavg()[0]}, indent=2))
         return
     efforts = [e for e in args.efforts.split(",") if e]
     unknown = [e for e in efforts if e not in EFFORTS]
