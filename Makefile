@@ -19,8 +19,11 @@ venv: $(STAMP)
 # Two test processes (pytest-xdist), one thread each (tests/conftest.py): the 2-core machine's budget.
 TEST_WORKERS ?= 2
 
+# Extra pytest arguments (CI passes a JUnit report path).
+TEST_ARGS ?=
+
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) $(TEST_ARGS)
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
