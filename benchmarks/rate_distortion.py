@@ -110,17 +110,16 @@ def time_cli_decode(model_name: str, files: list[Path], threads: int) -> dict:
             (vats / f"{i:03d}.vat").write_bytes(encode_mesh(model, f).data)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         exe = str(Path(sys.executable).with_name("vat3d"))
-        one = subprocess.run([exe, "decode", model_name, str(vats / "000.vat"), "-o", str(Path(tmp) / "one.obj")],
-                             env=env, capture_output=True, check=True)
-        t0 = time.perf_counter()
-        subprocess.run([exe, "decode", model_name, str(vats / "000.vat"), "-o", str(Path(tmp) / "one.obj")],
-                       env=env, capture_output=True, check=True)
-        single = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        subprocess.run([exe, "decode", model_name, str(vats), "-o", str(Path(tmp) / "out"), "--format", "obj"],
-                       env=env, capture_output=True, check=True)
-        batch = time.perf_counter() - t0
-        del one
+
+        def decode(source: Path, *options: str) -> float:
+            t0 = time.perf_counter()
+            subprocess.run([exe, "decode", model_name, str(source), *options], env=env, capture_output=True,
+                           check=True)
+            return time.perf_counter() - t0
+
+        decode(vats / "000.vat", "-o", str(Path(tmp) / "one.obj"))  # warm-up (file caches)
+        single = decode(vats / "000.vat", "-o", str(Path(tmp) / "one.obj"))
+        batch = decode(vats, "-o", str(Path(tmp) / "out"), "--format", "obj")
     return {"files": len(files), "batch_s_per_file": (batch - single) / max(len(files) - 1, 1) if len(files) > 1
             else batch, "one_file_process_s": single, "threads": threads}
 

@@ -76,9 +76,14 @@ def surface_input(mesh: "str | os.PathLike | trimesh.Trimesh", num_points: int, 
     if not isinstance(mesh, trimesh.Trimesh):
         mesh = load_mesh(mesh)
     normalized, transform = normalize_mesh(mesh, margin=margin)
+    return (*_surface_tensors(normalized, num_points, seed), transform)
+
+
+def _surface_tensors(normalized: trimesh.Trimesh, num_points: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1,N,3) points and normals sampled on a mesh already in the box."""
     points, normals = sample_surface(normalized, num_points, seed=seed)
     as_t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32)).unsqueeze(0)  # noqa: E731
-    return as_t(points), as_t(normals), transform
+    return as_t(points), as_t(normals)
 
 
 def encode_mesh(model, mesh: "str | os.PathLike | trimesh.Trimesh", *, num_points: int | None = None,
@@ -114,15 +119,15 @@ def encode_meshes(model, meshes: Sequence, *, num_points: int | None = None, see
     model.eval()
     device = next(model.parameters()).device
     loaded = [m if isinstance(m, trimesh.Trimesh) else load_mesh(m) for m in meshes]
-    inputs = [surface_input(m, num_points or model.num_points, seed=seed, margin=margin) for m in loaded]
-    points = torch.cat([p for p, _, _ in inputs]).to(device)
-    normals = torch.cat([n for _, n, _ in inputs]).to(device)
+    normalized = [normalize_mesh(m, margin=margin) for m in loaded]  # (mesh in the box, transform)
+    inputs = [_surface_tensors(mesh, num_points or model.num_points, seed) for mesh, _ in normalized]
+    points = torch.cat([p for p, _ in inputs]).to(device)
+    normals = torch.cat([n for _, n in inputs]).to(device)
     needs_queries = settings.searches or target_iou is not None
     fast_scores = sources = queries = None
     if needs_queries:
-        queries = [label_queries(normalize_mesh(m, margin=margin)[0], num_volume=settings.num_volume,
-                                 num_near=settings.num_near, heldout_fraction=settings.heldout_fraction, seed=seed)
-                   for m in loaded]
+        queries = [label_queries(mesh, num_volume=settings.num_volume, num_near=settings.num_near,
+                                 heldout_fraction=settings.heldout_fraction, seed=seed) for mesh, _ in normalized]
         result = refine_tokens(model, points, normals, queries, effort=settings, seed=seed)
         per_shape = result.tokens
         fast_scores, sources = result.fast_scores, result.sources
@@ -132,7 +137,7 @@ def encode_meshes(model, meshes: Sequence, *, num_points: int | None = None, see
         per_shape = [[t[b:b + 1] for t in full] for b in range(len(loaded))]
     out = []
     for b, tokens in enumerate(per_shape):
-        transform = inputs[b][2]
+        transform = normalized[b][1]
         prefixes = None
         keep = len(tokens)
         if target_iou is not None:

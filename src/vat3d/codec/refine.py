@@ -190,10 +190,6 @@ class RefineResult:
     history: list[dict] = field(default_factory=list)  # per scoring: step, phase, scores
 
 
-def _hard_tokens(model, z_BMC: torch.Tensor) -> list[torch.Tensor]:
-    return model.quantizer.encode(z_BMC)
-
-
 def _candidate_codes(quantizer, z_BMC: torch.Tensor, count: int) -> list[torch.Tensor]:
     """Per scale, the ``count`` codes nearest to the residual of the hard residual quantization: (B, n_k, c)."""
     codes_VC = quantizer.codebook.weight.float()
@@ -281,7 +277,7 @@ def _refine(model, points_BN3, normals_BN3, queries, settings, seed, device, sta
     quantizer = model.quantizer
     with torch.no_grad():
         z0 = model.posterior(points_BN3, normals_BN3, sample=False)["z"].float()
-    fast = _hard_tokens(model, z0)
+    fast = quantizer.encode(z0)
     best_tokens = [[t[b:b + 1].clone() for t in fast] for b in range(B)]
     fast_scores = _score_latent(model, quantizer.indices_to_latent(fast), held_P, held_L, held_M)
     best_scores = fast_scores.clone()
@@ -320,7 +316,7 @@ def _refine(model, points_BN3, normals_BN3, queries, settings, seed, device, sta
             opt.step()
             sched.step()
             if step % settings.score_every == 0 or step == settings.latent_steps:
-                consider(_hard_tokens(model, z.detach()), "latent", step)
+                consider(quantizer.encode(z.detach()), "latent", step)
         z = z.detach()
 
     if settings.code_steps > 0:

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from vat3d.data.metadata import read_metadata
-from vat3d.data.tokens import check_token_fingerprint, item_rng, label_of, load_token_file, read_token_info
+from vat3d.data.ids import id_rng
+from vat3d.data.tokens import check_token_fingerprint, label_of, load_token_file, read_token_info
 from vat3d.models.conditioners import canonical_cond_type
 # --------------------------------------------------------------------------- the dataset
 
@@ -98,9 +99,9 @@ class TokenDataset:
 
         row = self.rows[index]
         if seed is not None:
-            rng = item_rng(seed, row["id"])
+            rng = id_rng(seed, row["id"])
         else:
-            rng = item_rng(self.seed, row["id"], 0 if self.split == "val" else self.epoch)
+            rng = id_rng(self.seed, row["id"], 0 if self.split == "val" else self.epoch)
         view = int(rng.integers(0, int(row.get("num_views", 0)))) if self.images else -1
         data = load_token_file(self.root / row["file"], views=[view] if self.images else ())
         if data["scale_sizes"] != self.scale_sizes:

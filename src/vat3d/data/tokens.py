@@ -116,9 +116,6 @@ class TokenizeSummary(RunSummary):
 # --------------------------------------------------------------------------- small helpers
 
 
-item_rng = id_rng  # a random stream that is a pure function of (seed, *extra, id)
-
-
 def token_relpath(item_id: str) -> str:
     return id_relpath(SHAPES_DIR, item_id)
 
@@ -204,7 +201,7 @@ def load_surface(data_dir: Path, row: dict, num_points: int, seed: int) -> dict[
         normals = data["surface_normals"].astype(np.float32)
         transform = data["transform"].astype(np.float64)
     total = len(points)
-    rng = item_rng(seed, row["id"])
+    rng = id_rng(seed, row["id"])
     pick = rng.permutation(total)[:num_points] if num_points <= total else rng.integers(0, total, num_points)
     return {"points": points[pick], "normals": normals[pick], "transform": transform}
 
@@ -241,7 +238,7 @@ def render_task(task: _RenderTask) -> dict[str, Any]:
         from vat3d.renderers import render_views
 
         mesh = load_normalized_mesh(row, transform_4)
-        view_seed = int(item_rng(settings.seed, row["id"], 1).integers(0, 2**31 - 1))
+        view_seed = int(id_rng(settings.seed, row["id"], 1).integers(0, 2**31 - 1))
         images, cameras = render_views(mesh, settings.num_views, size=settings.image_size,
                                        elevations=settings.elevations, seed=view_seed)
         return {"id": row["id"], "images": images, "elevations": [c["elevation_deg"] for c in cameras],

@@ -24,14 +24,12 @@ def clean_mesh(vertices_V3: np.ndarray, faces_F3: np.ndarray) -> trimesh.Trimesh
 
 def simplify(mesh: trimesh.Trimesh, target_faces: int, aggressiveness: float = 7.0) -> trimesh.Trimesh:
     """Simplify to about ``target_faces`` faces (a clean copy when the mesh has no more already)."""
-    if target_faces < 1:
-        raise ValueError(f"target_faces must be >= 1, got {target_faces}")
     if target_faces >= len(mesh.faces):
         return clean_mesh(mesh.vertices, mesh.faces)
     vertices_V3, faces_F3 = fast_simplification.simplify(
         np.asarray(mesh.vertices, dtype=np.float64),
         np.asarray(mesh.faces, dtype=np.int32),
-        target_count=int(target_faces),
+        target_count=max(int(target_faces), 1),
         agg=aggressiveness,
     )
     return clean_mesh(vertices_V3, faces_F3)
