@@ -203,6 +203,27 @@ def test_winding_methods_agree():
     assert np.array_equal(fast > 0.5, exact > 0.5) and np.array_equal(auto > 0.5, exact > 0.5)
 
 
+def test_auto_winding_skips_a_split_that_would_explode(monkeypatch):
+    from vat3d.geometry import occupancy
+
+    box = trimesh.creation.box(extents=(1.6, 1.6, 0.1))  # 12 long faces
+    vertices, faces = occupancy._mesh_arrays(box)
+    max_edge = 0.03 * float(np.linalg.norm(np.ptp(vertices, axis=0)))  # auto's default split length
+    estimate = occupancy._split_face_estimate(vertices, faces, max_edge)
+    assert estimate >= len(occupancy._split_long_edges(vertices, faces, max_edge)[1]) > len(faces)
+    points = sample_volume(3000, seed=3)
+    exact = winding_number(box, points, method="exact")
+
+    def no_split(*args):
+        raise AssertionError("split despite the face budget")
+
+    monkeypatch.setattr(occupancy, "_split_long_edges", no_split)
+    skipped = winding_number(box, points, method="auto", exact_max_faces=0, max_split_faces=estimate - 1)
+    assert np.array_equal(skipped > 0.5, exact > 0.5)
+    with pytest.raises(AssertionError, match="split despite"):
+        winding_number(box, points, method="auto", exact_max_faces=0, max_split_faces=estimate)
+
+
 def test_open_sheet_has_no_inside():
     u, v = np.meshgrid(np.linspace(-1, 1, 20), np.linspace(-1, 1, 20))
     heights = 0.2 * np.sin(2 * u) * np.cos(2 * v)
