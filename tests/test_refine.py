@@ -66,6 +66,19 @@ def test_search_is_deterministic_for_a_seed(model, box):
     assert a.scores == b.scores and a.history == b.history
 
 
+def test_bf16_search_is_deterministic_and_scored_in_fp32(model, box):
+    """bf16 search steps (autocast) are deterministic for a seed, and the held-out scores stay fp32
+    (the fast candidate's score is the same as an fp32 search's)."""
+    points, normals, queries = _inputs(model, box)
+    a = refine_tokens(model, points, normals, [queries], effort="fast", seed=1, precision="bf16", **FEW)
+    b = refine_tokens(model, points, normals, [queries], effort="fast", seed=1, precision="bf16", **FEW)
+    fp32 = refine_tokens(model, points, normals, [queries], effort="fast", seed=1, **FEW)
+    assert all(torch.equal(x, y) for x, y in zip(a.tokens[0], b.tokens[0])) and a.history == b.history
+    assert a.fast_scores == fp32.fast_scores and a.scores[0] >= a.fast_scores[0]
+    with pytest.raises(ValueError, match="precision must be"):
+        refine_tokens(model, points, normals, [queries], effort="fast", precision="fp16", **FEW)
+
+
 def test_batched_search_matches_one_by_one(model, box):
     sphere = trimesh.creation.icosphere(subdivisions=2)
     pa, na, qa = _inputs(model, box)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import trimesh
 
 from vat3d.geometry.occupancy import sample_occupancy
+from vat3d.models.modules import has_native_bf16
 
 __all__ = ["EFFORTS", "EffortSettings", "LabelledQueries", "RefineResult", "effort_settings", "heldout_iou",
            "label_queries", "refine_tokens", "prefix_scores"]
@@ -54,6 +55,9 @@ class EffortSettings:
     score_every: steps between held-out scorings of the current tokens.
     num_volume / num_near: labelled queries per shape (uniform in the box / near the surface);
     heldout_fraction of them are kept for scoring only.
+    precision: of the search steps' decoder passes (forward and backward): "fp32", "bf16" (autocast) or
+    "auto" (bf16 where the hardware computes it natively, as decoding does). Held-out scoring, and so
+    the choice of the result, is always fp32.
     """
 
     latent_steps: int = 0
@@ -69,6 +73,7 @@ class EffortSettings:
     num_volume: int = 16384
     num_near: int = 32768
     heldout_fraction: float = 0.25
+    precision: str = "fp32"
 
     @property
     def searches(self) -> bool:
@@ -78,7 +83,7 @@ class EffortSettings:
 #: The named efforts of ``vat3d encode --effort`` (costs on 2 CPU cores: docs/codec.md).
 EFFORTS: dict[str, EffortSettings] = {
     "fast": EffortSettings(),
-    "balanced": EffortSettings(latent_steps=100, lr=0.05),
+    "balanced": EffortSettings(latent_steps=100, lr=0.05, queries_per_step=4096, precision="auto"),
     "best": EffortSettings(latent_steps=300, lr=0.05),
 }
 
@@ -296,9 +301,14 @@ def _refine(model, points_BN3, normals_BN3, queries, settings, seed, device, sta
     total = train_P.shape[1]
     rows = torch.arange(B, device=device).unsqueeze(1)
 
+    if settings.precision not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"precision must be fp32, bf16 or auto, got {settings.precision!r}")
+    bf16 = settings.precision == "bf16" or (settings.precision == "auto" and has_native_bf16(device))
+
     def batch_loss(latent_BMC: torch.Tensor) -> torch.Tensor:
         idx = _draw(generators, total, settings.queries_per_step).to(device)
-        logits = model.decoder.query(model.decoder.planes(latent_BMC), train_P[rows, idx])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model.decoder.query(model.decoder.planes(latent_BMC), train_P[rows, idx])
         per_shape = F.binary_cross_entropy_with_logits(logits.float(), train_L[rows, idx], reduction="none").mean(1)
         return per_shape.sum()  # a sum: each shape's gradient is its own
 
