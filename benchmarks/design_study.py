@@ -122,6 +122,11 @@ def main() -> None:
         ap.error(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
     args.work.mkdir(parents=True, exist_ok=True)
     prof_path = args.work / "profile.json"
+    if not prof_path.exists() and args.stage != "profile":  # the step times of an earlier study, if all there
+        known = {n: r for n, r in earlier_results(args.out).items() if "s_per_step" in r}
+        if all(n in known for n in names):
+            prof_path.write_text(json.dumps({n: {"s_per_step": known[n]["s_per_step"],
+                                                 "params_M": known[n]["params_M"]} for n in names}, indent=1))
     if args.stage in ("all", "profile") or not prof_path.exists():
         prof = profile(names, args.threads)
         old = json.loads(prof_path.read_text()) if prof_path.exists() else {}
@@ -139,10 +144,23 @@ def main() -> None:
     report(names, prof, steps, args)
 
 
+def earlier_results(out: Path) -> dict[str, dict]:
+    """Rows of an earlier ``--out`` by name (run folders outside the repo may be gone since)."""
+    return {r["name"]: r for r in json.loads(out.read_text())["rows"]} if out.exists() else {}
+
+
 def report(names: list[str], prof: dict, steps: dict, args) -> None:
+    """The table of ``names``: a configuration with no eval in ``--work`` keeps its earlier row of ``--out``
+    if that one was scored (so the study can be finished in several sessions)."""
+    earlier = earlier_results(args.out)
+    names = names + [n for n in earlier if n not in names]
     rows = []
     for n in names:
         ev = args.work / n / "eval" / "eval.json"
+        scored_before = "f@0.02" in earlier.get(n, {})
+        if n not in prof or (scored_before and not ev.exists()):
+            rows.append(earlier[n])
+            continue
         row = {"name": n, "varies": CONFIGS[n][0], "overrides": CONFIGS[n][1], "steps": steps[n],
                "s_per_step": prof[n]["s_per_step"], "params_M": prof[n]["params_M"]}
         if ev.exists():
@@ -153,7 +171,8 @@ def report(names: list[str], prof: dict, steps: dict, args) -> None:
                         "vol_iou": summary["vol_iou"], "cross_scale_iou": summary["cross_scale_iou"],
                         "decode_s": summary["decode_s"], "groups": summary.get("groups", {})})
         rows.append(row)
-    result = {"minutes_per_config": args.minutes, "threads": args.threads, "data": args.data,
+    notes = json.loads(args.out.read_text()) if args.out.exists() else {}  # e.g. "scored_on", "not_trained"
+    result = {**notes, "minutes_per_config": args.minutes, "threads": args.threads, "data": args.data,
               "meshes": args.meshes, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
