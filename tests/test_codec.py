@@ -156,6 +156,29 @@ def test_cli_round_trip_in_original_coordinates(files, model, tmp_path, monkeypa
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_cli_decode_of_a_folder_finishes_each_file_in_its_coordinates(files, model, tmp_path, monkeypatch):
+    """A folder of files: each lands with its own transform and face budget, and a file that cannot be
+    written fails alone (exit code 1)."""
+    vats = tmp_path / "vats"
+    vats.mkdir()
+    source = trimesh.load(files["sphere"], force="mesh")
+    for i, shift in enumerate((0.0, 5.0, 10.0)):
+        moved = source.copy()
+        moved.apply_translation((shift, 0.0, 0.0))
+        (vats / f"{i}.vat").write_bytes(encode_mesh(model, moved).data)
+    monkeypatch.setattr(VATokenizer, "occupancy_fn", sphere_field(0.95))
+    out = tmp_path / "out"
+    (out / "1.ply").mkdir(parents=True)  # a folder where file 1's mesh should go: its write fails
+    result = run("decode", files["model"], vats, "-o", out, "--format", "ply", "--resolution", "48",
+                 "--faces", "300")
+    assert result.exit_code == 1 and "failed:" in result.output and "1.vat" in result.output
+    assert "decoded 2 of 3 files" in result.output
+    for i, shift in ((0, 0.0), (2, 10.0)):
+        mesh = trimesh.load(out / f"{i}.ply", force="mesh")
+        assert len(mesh.faces) <= 300
+        np.testing.assert_allclose(mesh.vertices.mean(0), CENTER + np.array([shift, 0.0, 0.0]), atol=0.05 * RADIUS)
+
+
 def test_cli_decode_precision(files, tmp_path):
     """--precision bf16 decodes (shipped model) to nearly the fp32 mesh; other values are refused."""
     assert run("encode", "default", files["sphere"], "-o", tmp_path / "s.vat").exit_code == 0

@@ -182,7 +182,8 @@ def test_truncated_entropy_file_decodes_a_prefix(tokenizer, generator):
             except ValueError as error:
                 assert "truncated" in str(error)
                 continue
-        assert [w.category for w in caught] == [VatTruncatedWarning]
+        # (a ResourceWarning is the garbage collector closing another test's socket or file meanwhile)
+        assert [w.category for w in caught if w.category is not ResourceWarning] == [VatTruncatedWarning]
         assert same(vat.tokens, tokens[: len(vat.tokens)])
         counts.add(len(vat.tokens))
     assert counts == set(range(1, K))
