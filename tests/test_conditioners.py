@@ -100,6 +100,46 @@ def test_text_generator_saves_projection_only(tmp_path, text_conditioner):
         assert torch.equal(loaded(tokens, captions), model(tokens, captions))
 
 
+def test_text_as_a_sequence_of_token_states():
+    torch.manual_seed(0)
+    cond = TextConditioner(WIDTH, features="tokens", max_length=8)
+    assert cond.num_tokens == 8 and cond.null(3).shape == (3, 8, WIDTH)
+    short, long_ = "a mug", "a table with four legs and a round wooden top on a thick stem"
+    states_BLE, mask_BL = cond.embed_tokens([short, long_])
+    assert states_BLE.shape == (2, 8, 384)
+    assert mask_BL[0].sum() == 4 and mask_BL[1].all()  # [CLS] a mug [SEP]; the long caption is cut to 8
+    assert torch.all(states_BLE[0, 4:] == 0)
+    out = cond([short, long_, short])
+    assert out.shape == (3, 8, WIDTH) and torch.equal(out[0], out[2])
+    assert torch.equal(out[0, 4], cond.pad_D.detach()) and torch.equal(out[0, 7], out[0, 4])  # learned padding
+    # word order reaches the tokens (a pooled vector of the same words could blur it)
+    a, b = cond(["a mug on a table", "a table on a mug"])
+    assert (a - b).abs().max() > 1e-3
+    out.square().mean().backward()
+    assert cond.proj.weight.grad is not None and cond.pos_1LD.grad is not None
+    assert set(cond.state_dict()) == {"null_tokens_1nD", "norm.weight", "norm.bias", "proj.weight", "proj.bias",
+                                      "pos_1LD", "pad_D"}
+    with pytest.raises(ValueError, match="features"):
+        TextConditioner(WIDTH, features="words")
+    with pytest.raises(ValueError, match="embed_tokens"):
+        cond.embed(["a mug"])
+
+
+def test_token_text_generator_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = NextScaleGenerator(**GEN, cond_type="text",
+                               conditioner_kwargs={"features": "tokens", "max_length": 6}).eval()
+    assert model.conditioner.num_tokens == 6
+    captions = ["a chair", "a boat with a tall mast"]
+    tokens = model.generate(captions, seed=0, cfg_scale=2.0)
+    assert [t.shape for t in tokens] == [(2, n) for n in model.scale_sizes]
+    model.save_pretrained(tmp_path / "seq")
+    loaded = NextScaleGenerator.from_pretrained(tmp_path / "seq")
+    assert loaded.conditioner.features == "tokens"
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens, captions), model(tokens, captions))
+
+
 # ---- image --------------------------------------------------------------------------------------
 
 

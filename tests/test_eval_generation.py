@@ -17,8 +17,8 @@ from vat3d.data.prepare import prepare_dataset
 from vat3d.data.procedural import FAMILIES
 from vat3d.evaluation.generation import (GenerationEvalSettings, evaluate_generation, family_match,
                                          generation_metrics, load_references, normalize_clouds,
-                                         write_generation_report)
-from vat3d.evaluation.metrics import mmd_cov_1nna, pairwise_chamfer
+                                         per_family_summary, real_surface, write_generation_report)
+from vat3d.evaluation.metrics import fragmentation, is_degenerate, mmd_cov_1nna, pairwise_chamfer
 from vat3d.models.generator import NextScaleGenerator
 from vat3d.models.tokenizer import VATokenizer
 
@@ -81,6 +81,57 @@ def test_family_match():
     assert math.isnan(family_match(d_gr, ["a", "b", "c"], ["", "", ""])["rate"])
 
 
+def test_fragmentation_is_the_area_outside_the_largest_piece():
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    assert fragmentation(box) == 0.0
+    # the same box as a triangle soup (no shared vertex indices) is still one piece
+    soup = trimesh.Trimesh(box.triangles.reshape(-1, 3), np.arange(36).reshape(-1, 3), process=False)
+    assert fragmentation(soup) == pytest.approx(0.0, abs=1e-12)
+    speck = trimesh.creation.icosphere(subdivisions=2, radius=0.2)
+    speck.apply_translation([3.0, 0.0, 0.0])
+    torn = trimesh.util.concatenate([box, speck])
+    assert fragmentation(torn) == pytest.approx(speck.area / (box.area + speck.area), rel=1e-9)
+    halves = trimesh.util.concatenate([box, box.copy().apply_translation([5.0, 0, 0])])
+    assert fragmentation(halves) == pytest.approx(0.5)  # two equal pieces: half is outside the largest
+    assert math.isnan(fragmentation(trimesh.Trimesh()))
+
+
+def test_degenerate_is_a_speck_or_a_handful_of_faces():
+    ball = trimesh.creation.icosphere(subdivisions=3, radius=0.8)
+    assert not is_degenerate(ball)
+    assert is_degenerate(trimesh.creation.icosphere(subdivisions=3, radius=0.05))  # a speck
+    assert is_degenerate(trimesh.creation.icosphere(subdivisions=0, radius=0.8))  # 20 faces
+    assert not is_degenerate(trimesh.Trimesh())  # empty is counted as empty, not degenerate
+
+
+def test_real_surface_meshes_the_held_out_shape_in_one_piece():
+    from vat3d.data.procedural import make_shape
+    from vat3d.geometry.normalize import normalize_mesh
+
+    mesh = normalize_mesh(make_shape(7).mesh)[0]  # a table: top and legs joined by a union
+    remeshed = real_surface({"mesh": mesh}, 32)
+    assert len(remeshed.faces) > 100 and fragmentation(remeshed) < 0.01
+    lo, hi = remeshed.bounds
+    assert np.allclose(lo, mesh.bounds[0], atol=0.1) and np.allclose(hi, mesh.bounds[1], atol=0.1)
+    assert real_surface({"mesh": None, "procedural_seed": None}, 32) is None  # no mesh to rebuild
+
+
+def test_per_family_summary_counts_and_means():
+    rows = [{"family": "mug", "empty": False, "degenerate": False, "fragmentation": 0.2, "predicted_family": "mug"},
+            {"family": "mug", "empty": True, "degenerate": False, "fragmentation": float("nan"),
+             "predicted_family": "table"},
+            {"family": "table", "empty": False, "degenerate": True, "fragmentation": 0.4, "predicted_family": "table"}]
+    refs = [{"family": "mug", "fragmentation_real": 0.0, "fragmentation_reconstructed": 0.1},
+            {"family": "table", "fragmentation_real": 0.1, "fragmentation_reconstructed": 0.3}]
+    out = per_family_summary(rows, refs)
+    assert list(out) == ["mug", "table", "all"]
+    assert out["mug"]["generated"] == 2 and out["mug"]["empty_fraction"] == 0.5
+    assert out["mug"]["fragmentation_generated"] == pytest.approx(0.2)  # the empty sample has none
+    assert out["mug"]["family_match"] == 0.5 and out["table"]["degenerate_fraction"] == 1.0
+    assert out["all"]["fragmentation_generated"] == pytest.approx(0.3)
+    assert out["all"]["fragmentation_real"] == pytest.approx(0.05) and out["all"]["references"] == 2
+
+
 # ---- the whole evaluation on a tiny prepared set ------------------------------------------------
 
 
@@ -125,9 +176,33 @@ def test_evaluate_generation_in_range(setup, tmp_path):
     assert 0 <= s["family_match_reference"] <= 1 and 0 <= s["empty_fraction"] <= 1
     assert s["seconds_per_shape"] > 0 and s["seconds_per_shape_tokens"] > 0
     assert all(row["predicted_family"] in FAMILIES for row in result["shapes"])
+    # what a user sees: fragmentation of generated and held-out shapes, degenerate rate, per family
+    assert 0 <= s["degenerate_fraction"] <= 1
+    frag = [row["fragmentation"] for row in result["shapes"] if not row["empty"]]
+    assert s["fragmentation_generated"] == pytest.approx(np.mean(frag)) if frag else math.isnan(s["fragmentation_generated"])
+    # held-out procedural shapes are remeshed at the same 20^3 (thin parts can break off there too)
+    assert 0 <= s["fragmentation_real"] < 1
+    assert 0 <= s["fragmentation_reconstructed"] < 1
+    families = result["per_family"]
+    assert "all" in families and sum(f["generated"] for k, f in families.items() if k != "all") == 12
     json_path, md_path = write_generation_report(result, tmp_path)
     assert json.loads(json_path.read_text())["summary"]["num_generated"] == 12
-    assert "1-NNA-CD" in md_path.read_text()
+    assert "1-NNA-CD" in md_path.read_text() and "Per family" in md_path.read_text()
+
+
+def test_sample_sheet_has_a_row_per_condition(setup, tmp_path):
+    from PIL import Image
+
+    root, tok, gen = setup
+    settings = _settings(samples_per_condition=2, sheet_shapes=3, reference_fragmentation=False)
+    result = evaluate_generation(gen, tok, root / "data", settings, sheet_path=tmp_path / "sheet.png")
+    assert math.isnan(result["summary"]["fragmentation_real"])  # not asked for
+    width, height = Image.open(result["sheet"]).size
+    size, pad = 160, 4  # 3 rows of 160 px cells + a header; held-out + 2 samples per row
+    assert height > 3 * (size + pad) and height < 4 * (size + pad)
+    assert width > 3 * (size + pad)
+    again = evaluate_generation(gen, tok, root / "data", settings, sheet_path=tmp_path / "again.png")
+    assert np.array_equal(np.asarray(Image.open(again["sheet"])), np.asarray(Image.open(result["sheet"])))
 
 
 def test_eval_generation_cli(setup, tmp_path):
@@ -139,6 +214,7 @@ def test_eval_generation_cli(setup, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "ev" / "eval_generation.json").read_text())["summary"]
     assert summary["num_generated"] == 4 and (tmp_path / "ev" / "eval_generation.md").is_file()
+    assert (tmp_path / "ev" / "eval_generation.png").is_file() and "fragmentation_generated" in summary
     bad = CliRunner().invoke(__import__("vat3d.cli", fromlist=["app"]).app, [
         "eval-generation", str(root / "gen"), "--tokenizer", str(root / "tok"), "--data", str(tmp_path / "nothing")])
     assert bad.exit_code == 2

@@ -86,6 +86,23 @@ def test_render_views_seeded(shape):
     assert np.allclose(camera_pose(10.0, cameras[0]["azimuth_deg"], cameras[0]["distance"])[0], eye)
 
 
+def test_random_lighting_varies_the_light_but_not_the_cameras(shape):
+    fixed, cams_fixed = render_views(shape, 3, size=48, seed=5)
+    lit, cams_lit = render_views(shape, 3, size=48, seed=5, lighting="random")
+    assert [c["azimuth_deg"] for c in cams_lit] == [c["azimuth_deg"] for c in cams_fixed]
+    assert "lighting" in cams_lit[0] and "lighting" not in cams_fixed[0]
+    lights = [tuple(c["lighting"]["light"]) for c in cams_lit]
+    assert len(set(lights)) == 3 and all(abs(np.linalg.norm(l) - 1) < 1e-9 for l in lights)
+    for image_f, image_l in zip(fixed, lit):
+        silhouette_f, silhouette_l = (image_f != 255).any(-1), (image_l != 255).any(-1)
+        assert np.array_equal(silhouette_f, silhouette_l)  # same camera: same silhouette
+        assert np.abs(image_f.astype(int) - image_l.astype(int))[silhouette_f].mean() > 1  # other shading
+    again, _ = render_views(shape, 3, size=48, seed=5, lighting="random")
+    assert all(np.array_equal(a, b) for a, b in zip(lit, again))
+    with pytest.raises(ValueError, match="lighting"):
+        render_views(shape, 1, size=48, lighting="studio")
+
+
 def test_sheet(shape, tmp_path):
     image = render_mesh(shape, size=64)
     rows = [[shape, image, None], [trimesh.Trimesh(), image[:32, :32], shape]]

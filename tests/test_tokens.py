@@ -20,7 +20,7 @@ from vat3d.data.tokens import (TokenizerMismatchError, check_token_fingerprint, 
                                tokenize_dataset)
 from vat3d.models.tokenizer import VATokenizer
 
-VIEWS = ["--image-size", "48", "--no-progress"]
+VIEWS = ["--views", "4", "--image-size", "48", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,7 @@ def test_tokenize_output(tokens_dir, prepared, tokenizers):
     assert info["tokenizer_fingerprint"] == tokenizer.fingerprint()
     assert info["scale_sizes"] == tokenizer.scale_sizes and info["tokenizer"] == str(tokenizers[0].resolve())
     assert info["settings"]["num_points"] == 256 and info["settings"]["num_views"] == 4
+    assert info["settings"]["lighting"] == "random" and info["settings"]["elevations"] == [20.0, -10.0, 45.0]
     rows = read_metadata(tokens_dir, status="done")
     prepared_rows = {r["id"]: r for r in read_metadata(prepared, status="done")}
     assert sorted(r["id"] for r in rows) == sorted(prepared_rows)
@@ -78,7 +79,7 @@ def test_tokenize_output(tokens_dir, prepared, tokenizers):
         assert data["family"] == data["class_name"] == prepared_rows[row["id"]]["family"]
         assert len(data["images"]) == 4 and data["images"][0].shape == (48, 48, 3)
         assert all((image < 250).any() for image in data["images"])  # the shape is in view, shaded
-        assert np.allclose(data["elevations"], 20.0) and len(set(data["azimuths"].tolist())) == 4
+        assert data["elevations"].tolist() == [20.0, -10.0, 45.0, 20.0] and len(set(data["azimuths"].tolist())) == 4
         seen_tokens.add(tuple(data["tokens"].tolist()))
     assert len(seen_tokens) > 1
     # the tokens are the tokenizer's deterministic encoding of the recorded point subset
@@ -95,15 +96,15 @@ def test_tokenize_is_resumable_idempotent_and_shardable(tmp_path, tokens_dir, pr
     tokenizer = VATokenizer.from_pretrained(tokenizers[0])
     # rerun: nothing redone, files unchanged
     before = _digests(tokens_dir)
-    again = tokenize_dataset(tokenizer, prepared, tokens_dir, image_size=48)
+    again = tokenize_dataset(tokenizer, prepared, tokens_dir, image_size=48, num_views=4)
     assert (again.skipped, again.done) == (8, 0) and _digests(tokens_dir) == before
     # an interrupted run (only some shapes done, a stale temporary) finishes the rest identically
     partial = tmp_path / "partial"
-    first = tokenize_dataset(tokenizer, prepared, partial, image_size=48, limit=3, batch_size=2)
+    first = tokenize_dataset(tokenizer, prepared, partial, image_size=48, num_views=4, limit=3, batch_size=2)
     assert first.done == 3
     (partial / "shapes" / "zz").mkdir(parents=True)
     (partial / "shapes" / "zz" / ".x.npz.123.tmp").write_bytes(b"junk")
-    rest = tokenize_dataset(tokenizer, prepared, partial, image_size=48, batch_size=5)
+    rest = tokenize_dataset(tokenizer, prepared, partial, image_size=48, num_views=4, batch_size=5)
     assert (rest.skipped, rest.done) == (3, 5)
     assert _digests(partial) == before
     # shards on "two machines" cover every shape once and agree with the single run
@@ -118,7 +119,7 @@ def test_tokenize_is_resumable_idempotent_and_shardable(tmp_path, tokens_dir, pr
     assert len(list((sharded / "metadata").glob("*.jsonl"))) == 2
     # a render pool gives the same files
     pooled = tmp_path / "pooled"
-    assert tokenize_dataset(tokenizer, prepared, pooled, image_size=48, workers=2, batch_size=4).done == 8
+    assert tokenize_dataset(tokenizer, prepared, pooled, image_size=48, num_views=4, workers=2, batch_size=4).done == 8
     assert _digests(pooled) == before
     # changed render settings redo the shapes
     changed = tokenize_dataset(tokenizer, prepared, partial, image_size=32, num_views=2, limit=2)

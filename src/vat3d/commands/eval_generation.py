@@ -32,6 +32,11 @@ def eval_generation(
     top_p: float = typer.Option(1.0, "--top-p", help="Top-p filtering (1 = off)."),
     num_scales: Optional[int] = typer.Option(None, "--num-scales", help="Generate only the first k scales."),
     device: str = typer.Option("cpu", help="Torch device."),
+    sheet: bool = typer.Option(True, "--sheet/--no-sheet", help="Save eval_generation.png: held-out shapes beside their samples."),
+    sheet_shapes: int = typer.Option(12, "--sheet-shapes", min=1, help="Rows of the sample sheet."),
+    reference_fragmentation: bool = typer.Option(
+        True, "--reference-fragmentation/--no-reference-fragmentation",
+        help="Also mesh the held-out shapes (rebuilt and reconstructed) for the fragmentation comparison."),
 ) -> None:
     """Evaluate a generator on the held-out shapes of a prepared dataset; writes JSON and Markdown."""
     if reference not in ("points", "mesh"):
@@ -55,7 +60,8 @@ def eval_generation(
         num_conditions=num_samples, samples_per_condition=samples_per_condition, n_points=n_points,
         resolution=resolution, split=split, val_fraction=val_fraction, reference=reference, normalize=normalize,
         seed=seed, batch_size=batch_size, cfg_scale=cfg, cfg_schedule=cfg_schedule, temperature=temperature,
-        top_k=top_k, top_p=top_p, num_scales=num_scales, sources=tuple(source) if source else None)
+        top_k=top_k, top_p=top_p, num_scales=num_scales, sources=tuple(source) if source else None,
+        reference_fragmentation=reference_fragmentation, sheet_shapes=sheet_shapes)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("loading held-out shapes", total=None)
@@ -64,7 +70,8 @@ def eval_generation(
             bar.update(task, completed=done, total=total, description=stage)
 
         try:
-            result = evaluate_generation(gen, tok, data, settings, progress=progress)
+            result = evaluate_generation(gen, tok, data, settings, progress=progress,
+                                         sheet_path=out / "eval_generation.png" if sheet else None)
         except (ValueError, FileNotFoundError) as error:
             typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None

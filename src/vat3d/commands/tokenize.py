@@ -12,9 +12,10 @@ def tokenize(
     model: str = typer.Argument(..., help="Tokenizer folder (config.json + model.safetensors) or 'default' (the shipped one)."),
     data: Path = typer.Argument(..., help="Prepared data folder (vat3d prepare)."),
     out_dir: Path = typer.Argument(..., help="Output folder (tokens.json, shapes/*.npz, metadata/*.jsonl); reruns resume."),
-    num_views: int = typer.Option(4, "--views", "-k", help="Rendered views per shape (0: none, no image conditioning)."),
+    num_views: int = typer.Option(8, "--views", "-k", help="Rendered views per shape (0: none, no image conditioning)."),
     image_size: int = typer.Option(224, help="View size in pixels."),
-    elevation: list[float] = typer.Option([20.0], "--elevation", help="Camera elevation in degrees (repeatable: view k uses the k-th, cyclically)."),
+    elevation: list[float] = typer.Option([20.0, -10.0, 45.0], "--elevation", help="Camera elevation in degrees (repeatable: view k uses the k-th, cyclically)."),
+    lighting: str = typer.Option("random", help="'random': each view's light direction, ambient level and brightness vary (seeded); 'fixed': one set-up."),
     num_points: Optional[int] = typer.Option(None, help="Surface points per shape (default: the tokenizer's num_points)."),
     seed: int = typer.Option(0, help="Seed of the point subsets and view azimuths (with each id)."),
     batch_size: int = typer.Option(32, help="Shapes per tokenizer forward pass."),
@@ -56,7 +57,7 @@ def tokenize(
     try:
         with bar:
             summary = tokenize_dataset(
-                tokenizer, data, out_dir, num_views=num_views, image_size=image_size, elevations=tuple(elevation),
+                tokenizer, data, out_dir, num_views=num_views, image_size=image_size, elevations=tuple(elevation), lighting=lighting,
                 num_points=num_points, seed=seed, batch_size=batch_size, workers=workers, shard=shard, limit=limit,
                 overwrite=overwrite, device=device, model_ref=model_ref, on_start=bar.on_start, on_result=bar.on_result)
     except TokenizerMismatchError as err:

@@ -73,9 +73,10 @@ class TokenizeSettings:
     """Everything that changes a token file besides the tokenizer itself."""
 
     num_points: int = 2048
-    num_views: int = 4
+    num_views: int = 8
     image_size: int = 224
-    elevations: tuple[float, ...] = (20.0,)
+    elevations: tuple[float, ...] = (20.0, -10.0, 45.0)
+    lighting: str = "random"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,6 +89,8 @@ class TokenizeSettings:
             raise ValueError("image_size must be >= 8")
         if self.num_views and not self.elevations:
             raise ValueError("give at least one elevation")
+        if self.lighting not in ("fixed", "random"):
+            raise ValueError(f"lighting must be 'fixed' or 'random', got {self.lighting!r}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -240,7 +243,7 @@ def render_task(task: _RenderTask) -> dict[str, Any]:
         mesh = load_normalized_mesh(row, transform_4)
         view_seed = int(id_rng(settings.seed, row["id"], 1).integers(0, 2**31 - 1))
         images, cameras = render_views(mesh, settings.num_views, size=settings.image_size,
-                                       elevations=settings.elevations, seed=view_seed)
+                                       elevations=settings.elevations, seed=view_seed, lighting=settings.lighting)
         return {"id": row["id"], "images": images, "elevations": [c["elevation_deg"] for c in cameras],
                 "azimuths": [c["azimuth_deg"] for c in cameras], "error": "", "seconds": time.perf_counter() - start}
     except Exception as err:  # noqa: BLE001 - one broken shape must not stop a run
@@ -309,9 +312,10 @@ def tokenize_dataset(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    num_views: int = 4,
+    num_views: int = 8,
     image_size: int = 224,
-    elevations: Sequence[float] = (20.0,),
+    elevations: Sequence[float] = (20.0, -10.0, 45.0),
+    lighting: str = "random",
     num_points: int | None = None,
     seed: int = 0,
     batch_size: int = 32,
@@ -333,6 +337,8 @@ def tokenize_dataset(
         num_views: rendered views per shape (0: none; image conditioning then cannot be trained).
         image_size: view side in pixels.
         elevations: view k uses ``elevations[k % len(elevations)]``; azimuths are random, seeded per shape.
+        lighting: ``"random"`` (each view's light direction, ambient level and albedo brightness drawn,
+            seeded per shape; :func:`vat3d.renderers.raycast.random_lighting`) or ``"fixed"``.
         num_points: surface points per shape (default: the tokenizer's ``num_points``).
         seed: seed of the point subsets and the azimuths (with the id).
         batch_size: shapes per tokenizer forward pass.
@@ -352,7 +358,7 @@ def tokenize_dataset(
     if not rows:
         raise ValueError(f"no prepared shapes in {data_dir}: run `vat3d prepare` first")
     settings = TokenizeSettings(num_points=int(num_points or tokenizer.num_points), num_views=num_views,
-                                image_size=image_size, elevations=tuple(elevations), seed=seed)
+                                image_size=image_size, elevations=tuple(elevations), lighting=lighting, seed=seed)
     shard_index, shard_count = parse_shard(shard)
     rows = rows[:limit] if limit is not None else rows
     rows = [row for row in rows if shard_count == 1 or id_shard(row["id"], shard_count) == shard_index]

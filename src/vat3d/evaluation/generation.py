@@ -18,7 +18,18 @@ a rendered view, or nothing for an unconditional model). Then:
   references labels each generated shape with its nearest reference's family; the rate is the fraction
   labelled with the family of the shape whose condition produced it. ``family_match_reference`` is the
   same classifier's leave-one-out accuracy on the references themselves (its ceiling).
+* **Fragmentation** (:func:`vat3d.evaluation.metrics.fragmentation`): the share of a generated mesh's
+  surface area outside its largest connected component, beside the same statistic on the held-out
+  shapes themselves (``fragmentation_real``: procedural references rebuilt from their seed and meshed
+  by marching cubes of their winding number at the same resolution, so that both sides are made the
+  same way) and on the tokenizer's reconstructions of them (``fragmentation_reconstructed``: what a
+  generator that draws the held-out shapes' own tokens would score). Means over non-empty meshes.
+* **Empty / degenerate rate**: no surface at all, or a speck (:func:`vat3d.evaluation.metrics.is_degenerate`).
+* **Per family**: every statistic also per procedural family (``per_family``).
 * **Seconds per shape**: token sampling and decoding (occupancy + marching cubes) per generated shape.
+
+:func:`evaluate_generation` can also save a sheet of the first conditions' held-out shape beside its
+generated samples (fixed seeds: the same sheet for the same settings).
 """
 
 from __future__ import annotations
@@ -35,7 +46,8 @@ import torch
 import trimesh
 
 __all__ = ["GenerationEvalSettings", "load_references", "normalize_clouds", "generation_metrics",
-           "family_match", "evaluate_generation", "write_generation_report", "markdown_report"]
+           "family_match", "evaluate_generation", "write_generation_report", "markdown_report",
+           "real_surface", "reconstructed_surface", "reference_fragmentation", "per_family_summary"]
 
 
 @dataclass
@@ -59,6 +71,8 @@ class GenerationEvalSettings:
     image_size: int = 224  # renders of reference shapes for image-conditioned generators
     backend: str = "auto"  # pairwise Chamfer backend
     sources: tuple[str, ...] | None = None  # keep only held-out shapes of these sources (e.g. ("procedural",))
+    reference_fragmentation: bool = True  # mesh the held-out shapes too (real and reconstructed) for the comparison
+    sheet_shapes: int = 12  # rows of the sample sheet (held-out shape + its samples), when a sheet is asked for
 
 
 # --------------------------------------------------------------------------- references
@@ -237,24 +251,95 @@ def _condition_kwargs(generator, refs: list[dict], tokenizer, image_size: int, r
     return out
 
 
+def _normalized_reference_mesh(ref: dict) -> trimesh.Trimesh | None:
+    """The held-out shape's own mesh in the box: its rebuilt procedural mesh, else None."""
+    if ref.get("mesh") is not None:
+        return ref["mesh"]
+    if ref.get("procedural_seed") is None:
+        return None
+    from vat3d.data.procedural import make_shape
+    from vat3d.geometry.normalize import normalize_mesh
+
+    return normalize_mesh(make_shape(ref["procedural_seed"]).mesh)[0]
+
+
+def reconstructed_surface(ref: dict, tokenizer, resolution: int) -> trimesh.Trimesh:
+    """The tokenizer's reconstruction of a held-out shape (from its stored surface samples), meshed at
+    ``resolution``: what the generator would draw if it drew that shape's own tokens."""
+    from vat3d.pipelines import tokens_to_mesh
+
+    as_t = lambda a: torch.from_numpy(np.asarray(a[: tokenizer.num_points], dtype=np.float32))[None]  # noqa: E731
+    device = next(tokenizer.parameters()).device
+    with torch.no_grad():
+        tokens = tokenizer.encode(as_t(ref["surface_points"]).to(device), as_t(ref["surface_normals"]).to(device))
+    return tokens_to_mesh(tokenizer, tokens, resolution=resolution)
+
+
+def real_surface(ref: dict, resolution: int) -> trimesh.Trimesh | None:
+    """A held-out shape's own mesh (procedural: rebuilt from its seed) meshed again by marching cubes of
+    its winding number at ``resolution``, as generated shapes are, so that statistics such as
+    fragmentation compare like with like; None when the shape's mesh is not available."""
+    from vat3d.geometry.marching import extract_surface
+    from vat3d.geometry.occupancy import winding_number
+
+    mesh = _normalized_reference_mesh(ref)
+    if mesh is None:
+        return None
+    return extract_surface(lambda points: winding_number(mesh, points) - 0.5, resolution=resolution,
+                           input_kind="numpy")
+
+
+def reference_fragmentation(refs: list[dict], tokenizer, resolution: int) -> None:
+    """Store ``fragmentation_real`` and ``fragmentation_reconstructed`` (and the two meshes, for sheets)
+    in each reference dict, once: later calls with the same references (a sweep) reuse them."""
+    from vat3d.evaluation.metrics import fragmentation
+
+    for ref in refs:
+        if ref.get("fragmentation_resolution") == resolution:
+            continue
+        real = real_surface(ref, resolution)
+        recon = reconstructed_surface(ref, tokenizer, resolution)
+        ref.update(real_mesh=real, reconstructed_mesh=recon, fragmentation_resolution=resolution,
+                   fragmentation_real=fragmentation(real) if real is not None else float("nan"),
+                   fragmentation_reconstructed=fragmentation(recon))
+
+
 def _condition_image(ref: dict, tokenizer, size: int, resolution: int) -> np.ndarray:
     """One rendered view of a reference: its procedural mesh, else its tokenizer reconstruction."""
     from vat3d.renderers import render_views
 
-    mesh = ref["mesh"]
-    if mesh is None and ref.get("procedural_seed") is not None:
-        from vat3d.data.procedural import make_shape
-        from vat3d.geometry.normalize import normalize_mesh
-
-        mesh = normalize_mesh(make_shape(ref["procedural_seed"]).mesh)[0]
+    mesh = _normalized_reference_mesh(ref)
     if mesh is None:
-        from vat3d.pipelines import tokens_to_mesh
-
-        as_t = lambda a: torch.from_numpy(np.asarray(a[: tokenizer.num_points], dtype=np.float32))[None]  # noqa: E731
-        device = next(tokenizer.parameters()).device
-        tokens = tokenizer.encode(as_t(ref["surface_points"]).to(device), as_t(ref["surface_normals"]).to(device))
-        mesh = tokens_to_mesh(tokenizer, tokens, resolution=resolution)
+        mesh = reconstructed_surface(ref, tokenizer, resolution)
     return render_views(mesh, 1, size=size, seed=0)[0][0]
+
+
+def _nanmean(values) -> float:
+    values = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def per_family_summary(rows: list[dict], refs: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per procedural family (and ``"all"``): generated shapes, empty and degenerate rates, mean
+    fragmentation of generated / real / reconstructed shapes, and the family match rate."""
+    families = sorted({row["family"] for row in rows if row["family"]})
+    out: dict[str, dict[str, Any]] = {}
+    for family in families + ["all"]:
+        gen = [row for row in rows if family == "all" or row["family"] == family]
+        ref = [r for r in refs if family == "all" or r["family"] == family]
+        matched = [row["predicted_family"] == row["family"] for row in gen
+                   if row["family"] and "predicted_family" in row]
+        out[family] = {
+            "generated": len(gen),
+            "references": len(ref),
+            "empty_fraction": _nanmean([row["empty"] for row in gen]),
+            "degenerate_fraction": _nanmean([row["degenerate"] for row in gen]),
+            "fragmentation_generated": _nanmean([row["fragmentation"] for row in gen]),
+            "fragmentation_real": _nanmean([r.get("fragmentation_real") for r in ref]),
+            "fragmentation_reconstructed": _nanmean([r.get("fragmentation_reconstructed") for r in ref]),
+            "family_match": _nanmean(matched),
+        }
+    return out
 
 
 # --------------------------------------------------------------------------- the evaluation
@@ -262,10 +347,13 @@ def _condition_image(ref: dict, tokenizer, size: int, resolution: int) -> np.nda
 
 def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: GenerationEvalSettings | None = None,
                         progress: Callable[[int, int, str], None] | None = None,
-                        references: list[dict] | None = None) -> dict[str, Any]:
+                        references: list[dict] | None = None,
+                        sheet_path: str | Path | None = None) -> dict[str, Any]:
     """Generate for held-out conditions and score against the held-out shapes; returns a JSON-able dict
-    with ``summary`` (the metrics) and ``shapes`` (one row per generated shape)."""
-    from vat3d.evaluation.metrics import pairwise_chamfer
+    with ``summary`` (the metrics), ``per_family`` and ``shapes`` (one row per generated shape).
+    ``sheet_path`` (a .png) also saves the first ``settings.sheet_shapes`` conditions: the held-out
+    shape, then its generated samples, one row each."""
+    from vat3d.evaluation.metrics import fragmentation, is_degenerate, pairwise_chamfer
     from vat3d.pipelines import generate_meshes
 
     settings = settings or GenerationEvalSettings()
@@ -292,7 +380,7 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
 
     # one job per (reference, repeat); consecutive jobs with the same kind of condition share a batch
     jobs = [(i, r) for i in range(len(refs)) for r in range(settings.samples_per_condition)]
-    gen_points, empty, rows = [], [], []
+    gen_points, empty, rows, sheet_meshes = [], [], [], {}
     seconds_tokens = seconds_decode = 0.0
     total = len(jobs)
     for start in range(0, total, settings.batch_size):
@@ -311,9 +399,17 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
             gen_points.append(points)
             empty.append(is_empty)
             rows.append({"reference": refs[i]["id"], "repeat": r, "condition": _describe(conditions[i]),
-                         "family": refs[i]["family"], "empty": is_empty, "faces": int(len(mesh.faces))})
+                         "family": refs[i]["family"], "empty": is_empty, "faces": int(len(mesh.faces)),
+                         "degenerate": is_degenerate(mesh), "fragmentation": fragmentation(mesh)})
+            if sheet_path is not None and i < settings.sheet_shapes:
+                sheet_meshes.setdefault(i, []).append(mesh)
         if progress is not None:
             progress(min(start + len(batch), total), total, "generating")
+
+    if settings.reference_fragmentation:
+        if progress is not None:
+            progress(0, len(refs), "meshing held-out shapes")
+        reference_fragmentation(refs, tokenizer, settings.resolution)
 
     if progress is not None:
         progress(0, 1, "chamfer distances")
@@ -338,6 +434,10 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
         "family_match_scored": match["scored"],
         "family_match_reference": _loo_family_accuracy(d_rr, ref_families),
         "empty_fraction": float(np.mean(empty)) if empty else float("nan"),
+        "degenerate_fraction": _nanmean([row["degenerate"] for row in rows]),
+        "fragmentation_generated": _nanmean([row["fragmentation"] for row in rows]),
+        "fragmentation_real": _nanmean([r.get("fragmentation_real") for r in refs]),
+        "fragmentation_reconstructed": _nanmean([r.get("fragmentation_reconstructed") for r in refs]),
         "num_references": len(refs),
         "num_skipped": sum(skipped.values()),
         "skipped_reasons": skipped,
@@ -347,8 +447,35 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
         "seconds_per_shape_decode": seconds_decode / max(n_gen, 1),
         "seconds_metrics": seconds_metrics,
     }
-    return {"summary": summary, "settings": asdict(settings), "cond_type": generator.config.get("cond_type"),
-            "shapes": rows}
+    summary["fragmentation_ratio"] = (summary["fragmentation_generated"] / summary["fragmentation_real"]
+                                      if summary["fragmentation_real"] > 0 else float("nan"))
+    result = {"summary": summary, "per_family": per_family_summary(rows, refs), "settings": asdict(settings),
+              "cond_type": generator.config.get("cond_type"), "shapes": rows}
+    if sheet_path is not None and sheet_meshes:
+        result["sheet"] = str(_save_sample_sheet(sheet_path, refs, conditions, sheet_meshes, tokenizer,
+                                                 settings.resolution))
+    return result
+
+
+def _save_sample_sheet(path, refs, conditions, sheet_meshes, tokenizer, resolution) -> Path:
+    from vat3d.renderers import save_sheet
+
+    rows, labels = [], []
+    for i, meshes in sorted(sheet_meshes.items()):
+        ref = refs[i]
+        held_out = ref.get("real_mesh")
+        if held_out is None:
+            held_out = _normalized_reference_mesh(ref)
+        if held_out is None:
+            held_out = ref.get("reconstructed_mesh")
+        if held_out is None:
+            held_out = reconstructed_surface(ref, tokenizer, resolution)
+        rows.append([held_out, *meshes])
+        label = _describe(conditions[i]).split(": ", 1)[-1]
+        labels.append(label if len(label) <= 28 else label[:27] + "…")
+    n = max(len(r) for r in rows) - 1
+    return save_sheet(path, rows, row_labels=labels, col_labels=["held-out"] + [f"sample {k}" for k in range(n)],
+                      size=160)
 
 
 def _describe(kwargs: dict) -> str:
@@ -380,10 +507,24 @@ def markdown_report(result: dict, title: str = "Generation evaluation") -> str:
                 if s.get("num_skipped") else ""), "",
              "| metric | value | better |", "|---|---|---|"]
     rows = [("MMD-CD", "lower"), ("COV-CD", "higher"), ("1-NNA-CD", "0.5"), ("family_match", "higher"),
-            ("family_match_reference", "(ceiling)"), ("empty_fraction", "lower"), ("seconds_per_shape", "lower"),
-            ("seconds_per_shape_tokens", "lower"), ("seconds_per_shape_decode", "lower")]
+            ("family_match_reference", "(ceiling)"), ("empty_fraction", "lower"), ("degenerate_fraction", "lower"),
+            ("fragmentation_generated", "lower"), ("fragmentation_real", "(held-out shapes)"),
+            ("fragmentation_reconstructed", "(tokenizer ceiling)"), ("fragmentation_ratio", "≤ 1.5"),
+            ("seconds_per_shape", "lower"), ("seconds_per_shape_tokens", "lower"),
+            ("seconds_per_shape_decode", "lower")]
     for key, better in rows:
         lines.append(f"| {key} | {_fmt(s.get(key))} | {better} |")
+    families = result.get("per_family") or {}
+    if families:
+        lines += ["", "Per family (fragmentation: mean share of surface area outside the largest piece):", "",
+                  "| family | generated | empty | degenerate | fragmentation | real | reconstructed | family match |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, f in families.items():
+            lines.append(f"| {name} | {f['generated']} | {_fmt(f['empty_fraction'])} | {_fmt(f['degenerate_fraction'])} | "
+                         f"{_fmt(f['fragmentation_generated'])} | {_fmt(f['fragmentation_real'])} | "
+                         f"{_fmt(f['fragmentation_reconstructed'])} | {_fmt(f['family_match'])} |")
+    if result.get("sheet"):
+        lines += ["", f"Samples: `{Path(result['sheet']).name}` (held-out shape, then its samples)."]
     lines.append("")
     return "\n".join(lines)
 

@@ -14,7 +14,9 @@ An empty predicted mesh scores precision = recall = F = 0 and distances of ``emp
 (``inf`` by default, so that averages over a data set expose failures instead of hiding them).
 
 Generation (sets of point clouds, PointFlow protocol, squared-L2 Chamfer distance ``CD``):
-MMD-CD, COV-CD and 1-NNA-CD, see :func:`mmd_cov_1nna`.
+MMD-CD, COV-CD and 1-NNA-CD, see :func:`mmd_cov_1nna`. What a user sees of one generated mesh:
+:func:`fragmentation` (the share of its surface outside its largest connected piece) and
+:func:`is_degenerate` (a speck or a handful of faces).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ __all__ = [
     "compare_meshes",
     "pairwise_chamfer",
     "mmd_cov_1nna",
+    "fragmentation",
+    "is_degenerate",
 ]
 
 DEFAULT_TAUS: tuple[float, ...] = (0.01, 0.02, 0.05)
@@ -44,6 +48,39 @@ DEFAULT_TAUS: tuple[float, ...] = (0.01, 0.02, 0.05)
 
 def _is_empty(mesh: trimesh.Trimesh | None) -> bool:
     return mesh is None or len(mesh.faces) == 0 or len(mesh.vertices) == 0 or float(mesh.area) <= 0.0
+
+
+def fragmentation(mesh: trimesh.Trimesh | None) -> float:
+    """Share of the surface area outside the mesh's largest connected component, in [0, 1).
+
+    Components are sets of faces joined by shared edges, after coincident vertices are merged (so a
+    marching-cubes mesh and a mesh whose triangles do not share vertex indices count alike). 0 is
+    one piece; a shape torn into floating fragments scores the area of all but its largest piece.
+    Pieces that only touch at a vertex, or interpenetrate without sharing an edge (a procedural
+    table's legs through its top), count as separate, so compare meshes made the same way (e.g. both
+    by marching cubes at one resolution). An empty mesh gives ``nan``.
+    """
+    if _is_empty(mesh):
+        return float("nan")
+    merged = trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), process=False)
+    merged.merge_vertices()
+    area_F = np.asarray(merged.area_faces, dtype=np.float64)
+    total = float(area_F.sum())
+    if total <= 0.0:
+        return float("nan")
+    labels_F = trimesh.graph.connected_component_labels(merged.face_adjacency, node_count=len(merged.faces))
+    area_C = np.bincount(labels_F, weights=area_F)
+    return float(max(0.0, 1.0 - area_C.max() / total))
+
+
+def is_degenerate(mesh: trimesh.Trimesh | None, *, min_faces: int = 50, min_extent: float = 0.2) -> bool:
+    """A non-empty mesh that is no usable shape: under ``min_faces`` faces, or its bounding box's
+    longest side under ``min_extent`` (box units; a generated shape fills most of the [-1, 1]^3
+    box). Empty meshes are not degenerate (they are counted as empty)."""
+    if _is_empty(mesh):
+        return False
+    extent = float(np.ptp(np.asarray(mesh.vertices), axis=0).max())
+    return len(mesh.faces) < min_faces or extent < min_extent
 
 
 def sample_surface_points(mesh: trimesh.Trimesh, n: int, seed: int = 0) -> np.ndarray:

