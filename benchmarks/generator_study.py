@@ -43,8 +43,8 @@ def _cfg(config: str, overrides: dict) -> dict:
     return load_config(config, "generator", [f"{k}={v}" for k, v in overrides.items()])
 
 
-def profile(names: list[str], config: str, tokens: str, threads: int, steps: int = 6) -> dict[str, dict]:
-    """Median training-step time per configuration on real batches of ``tokens``."""
+def profile(configs: dict[str, dict], config: str, tokens: str, threads: int, steps: int = 6) -> dict[str, dict]:
+    """Median training-step time on real batches of ``tokens`` per named set of overrides of ``config``."""
     import torch
 
     from vat3d.data.tokens import read_token_info
@@ -56,8 +56,8 @@ def profile(names: list[str], config: str, tokens: str, threads: int, steps: int
     info = read_token_info(tokens)
     tokenizer = load_tokenizer(info["tokenizer"])
     out = {}
-    for name in names:
-        cfg = _cfg(config, CONFIGS[name][1])
+    for name, overrides in configs.items():
+        cfg = _cfg(config, overrides)
         torch.manual_seed(0)
         module = GeneratorModule(cfg["model"], cfg.get("training"), tokenizer=tokenizer).train()
         data = GeneratorDataModule(tokens, cond_type=module.cond_type, batch_size=cfg["data"]["batch_size"],
@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
     prof = json.loads(prof_path.read_text()) if prof_path.exists() else {}
     missing = [n for n in names if n not in prof]
     if args.stage == "profile" or missing:
-        prof.update(profile(names if args.stage == "profile" else missing, args.config, args.tokens, args.threads))
+        todo = names if args.stage == "profile" else missing
+        prof.update(profile({n: CONFIGS[n][1] for n in todo}, args.config, args.tokens, args.threads))
         prof_path.write_text(json.dumps(prof, indent=1))
     steps = {n: max(args.min_steps, int(args.minutes * 60 / prof[n]["s_per_step"])) for n in names}
     if args.stage in ("all", "train"):

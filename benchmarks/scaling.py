@@ -78,6 +78,43 @@ def fit_power_law(n_params, losses) -> dict:
             "log_rmse": float(np.sqrt((residual**2).mean())), "points": int(len(n))}
 
 
+def fit_with_interval(n_params, losses_per_size, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """:func:`fit_power_law` of the mean loss per size, with a bootstrap interval for ``b`` (and ``a``).
+
+    ``losses_per_size``: one list of losses per size (one per seed). Where some size has two or more
+    seeds the bootstrap resamples seeds within each size (``method="seeds"``); with one seed per size
+    it resamples the log-space residuals of the fit (``method="residuals"``: it shows how well the
+    points pin the line, not the run-to-run noise). Returns the fit plus ``b_ci``, ``a_ci``,
+    ``method``, ``n_boot`` and ``level``.
+    """
+    n = np.asarray(n_params, dtype=np.float64)
+    per_size = [np.asarray(v, dtype=np.float64) for v in losses_per_size]
+    if len(per_size) != len(n) or any(len(v) == 0 for v in per_size):
+        raise ValueError("one non-empty list of losses per size is needed")
+    means = np.array([v.mean() for v in per_size])
+    fit = fit_power_law(n, means)
+    rng = np.random.default_rng(seed)
+    method = "seeds" if any(len(v) > 1 for v in per_size) else "residuals"
+    bs, as_ = [], []
+    x = np.log(n)
+    intercept = fit["b"] * math.log(fit["a"])
+    residual = np.log(means) - (fit["b"] * x + intercept)
+    for _ in range(n_boot):
+        if method == "seeds":
+            sample = np.array([rng.choice(v, size=len(v), replace=True).mean() for v in per_size])
+        else:
+            sample = np.exp(fit["b"] * x + intercept + rng.choice(residual, size=len(residual), replace=True))
+        try:
+            boot = fit_power_law(n, sample)
+        except ValueError:
+            continue
+        bs.append(boot["b"])
+        as_.append(boot["a"])
+    tail = (1.0 - level) / 2.0 * 100.0
+    ci = lambda v: [float(np.percentile(v, tail)), float(np.percentile(v, 100.0 - tail))] if v else [None, None]  # noqa: E731
+    return {**fit, "b_ci": ci(bs), "a_ci": ci(as_), "method": method, "n_boot": len(bs), "level": level}
+
+
 def power_law(n, a: float, b: float):
     return (a * np.asarray(n, dtype=np.float64)) ** b
 
@@ -240,7 +277,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="OMP/MKL threads of the training runs.")
     parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
     parser.add_argument("--fit-only", action="store_true", help="Refit from finished runs in --work.")
+    parser.add_argument("--seeds", default="0", help="Training seeds per size (comma-separated); with two or more "
+                        "the intervals bootstrap over seeds.")
+    parser.add_argument("--rule", choices=("steps", "compute"), default="steps",
+                        help="steps: every size trains --steps steps; compute: every size gets --minutes of "
+                             "profiled step time (steps = minutes * 60 / its step time, at least --min-steps).")
+    parser.add_argument("--minutes", type=float, default=10.0, help="--rule compute: CPU minutes per size.")
+    parser.add_argument("--min-steps", type=int, default=20, help="--rule compute: fewest steps per size.")
+    parser.add_argument("--n-boot", type=int, default=2000, help="Bootstrap resamples of the intervals.")
     args = parser.parse_args(argv)
+    seeds = [int(x) for x in args.seeds.split(",") if x != ""]
 
     sizes = parse_sizes(args.sizes or ("16x1,24x1,32x1,48x2,64x2" if args.quick or not args.tokens
                                        else "64x2,128x3,192x4,256x6,384x8"))
@@ -255,43 +301,70 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error("give --tokens DIR (from vat3d tokenize) or --quick")
         tokens = quick_tokens(work, args.shapes, env)
 
+    size_overrides = {}
+    for size in sizes:
+        overrides = [f"model.width={size['width']}", f"model.depth={size['depth']}",
+                     f"model.heads={size['heads']}", f"model.cond_type={args.cond_type}"]
+        if args.cond_type in ("none", "class"):
+            overrides.append("model.conditioner_kwargs=null")
+        if args.batch_size:
+            overrides.append(f"data.batch_size={args.batch_size}")
+        if args.lr:
+            overrides.append(f"training.lr={args.lr}")
+        size_overrides[size["name"]] = overrides + list(args.overrides)
+    steps_by_size = {size["name"]: steps for size in sizes}
+    profile = {}
+    if args.rule == "compute" and not args.fit_only:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from generator_study import profile as profile_steps
+
+        as_dict = lambda items: dict(o.split("=", 1) for o in items)  # noqa: E731
+        profile = profile_steps({n: as_dict(o) for n, o in size_overrides.items()}, args.config, str(tokens),
+                                args.threads or 1)
+        steps_by_size = {n: max(args.min_steps, int(args.minutes * 60 / p["s_per_step"])) for n, p in profile.items()}
+
     points = []
     for size in sizes:
-        run_dir = work / "runs" / size["name"]
-        seconds = None
-        if not args.fit_only:
-            overrides = [f"model.width={size['width']}", f"model.depth={size['depth']}",
-                         f"model.heads={size['heads']}", f"model.cond_type={args.cond_type}",
-                         f"training.val_every_n_steps={steps}", f"training.ckpt_every_n_steps={steps}"]
-            if args.cond_type in ("none", "class"):
-                overrides.append("model.conditioner_kwargs=null")
-            if args.batch_size:
-                overrides.append(f"data.batch_size={args.batch_size}")
-            if args.lr:
-                overrides.append(f"training.lr={args.lr}")
-            overrides += args.overrides
-            cmd = cli("train-generator", "--config", args.config, "--tokens", tokens, "--run-dir", run_dir,
-                      "--max-steps", steps, "--accelerator", "cpu", "--resume", "none", "--no-progress",
-                      *[x for o in overrides for x in ("--set", o)])
-            print(f"training {size['name']} for {steps} steps ...", flush=True)
-            seconds = run(cmd, run_dir / "train.log", env)
-        point = {**size, **count_parameters(run_dir / "model"), **final_losses(run_dir),
-                 "train_seconds": None if seconds is None else round(seconds, 1)}
+        runs = []
+        for seed in seeds:
+            run_dir = work / "runs" / (size["name"] if seed == seeds[0] else f"{size['name']}-s{seed}")
+            seconds = None
+            n_steps = steps_by_size[size["name"]]
+            if not args.fit_only:
+                overrides = size_overrides[size["name"]] + [
+                    f"training.seed={seed}", f"training.val_every_n_steps={n_steps}",
+                    f"training.ckpt_every_n_steps={n_steps}"]
+                cmd = cli("train-generator", "--config", args.config, "--tokens", tokens, "--run-dir", run_dir,
+                          "--max-steps", n_steps, "--accelerator", "cpu", "--resume", "none", "--no-progress",
+                          *[x for o in overrides for x in ("--set", o)])
+                print(f"training {size['name']} (seed {seed}) for {n_steps} steps ...", flush=True)
+                seconds = run(cmd, run_dir / "train.log", env)
+            runs.append({"seed": seed, **final_losses(run_dir),
+                         "train_seconds": None if seconds is None else round(seconds, 1)})
+        point = {**size, **count_parameters(work / "runs" / size["name"] / "model"),
+                 "val_loss": float(np.mean([r["val_loss"] for r in runs])),
+                 "val_loss_last": float(np.mean([r["val_loss_last"] for r in runs])),
+                 "steps": steps_by_size[size["name"]], "runs": runs,
+                 "s_per_step": profile.get(size["name"], {}).get("s_per_step"),
+                 "train_seconds": runs[0]["train_seconds"]}
         print(f"  {size['name']}: N={point['params_non_embedding']:,} (total {point['params_total']:,}) "
-              f"val/loss {point['val_loss']:.4f} val/loss_last {point['val_loss_last']:.4f}"
-              + (f" in {seconds:.0f} s" if seconds else ""), flush=True)
+              f"val/loss {point['val_loss']:.4f} val/loss_last {point['val_loss_last']:.4f} over {len(runs)} seed(s)",
+              flush=True)
         points.append(point)
 
     count_key = f"params_{args.count}"
     fits = {}
     for key in ("val_loss", "val_loss_last"):
         try:
-            fits[key] = fit_power_law([p[count_key] for p in points], [p[key] for p in points])
+            fits[key] = fit_with_interval([p[count_key] for p in points],
+                                          [[r[key] for r in p["runs"]] for p in points], n_boot=args.n_boot)
         except ValueError as error:
             print(f"no fit for {key}: {error}")
     result = {
         "benchmark": "generator scaling: final validation loss against parameter count, L(N) = (a*N)^b",
         "tokens": str(tokens), "config": args.config, "cond_type": args.cond_type, "steps": steps,
+        "rule": (f"compute-matched: {args.minutes:g} CPU-minutes of profiled step time per size"
+                 if args.rule == "compute" else f"the same {steps} steps for every size"), "seeds": seeds,
         "count": count_key, "quick": bool(args.quick and args.tokens is None),
         "machine": platform.processor() or platform.machine(), "threads": args.threads,
         "points": points, "fits": fits,
@@ -304,7 +377,10 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     png = plot(points, fits, args.out.with_suffix(".png"), count_key)
     for key, fit in fits.items():
-        print(f"{key}: L = ({fit['a']:.4g} * N)^{fit['b']:.4f}   r2 {fit['r2']:.3f}")
+        lo, hi = fit["b_ci"]
+        interval = f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "n/a"
+        print(f"{key}: L = ({fit['a']:.4g} * N)^{fit['b']:.4f}, {fit['level']:.0%} interval of b {interval} "
+              f"({fit['method']} bootstrap)   r2 {fit['r2']:.3f}")
     print(f"wrote {args.out} and {png}")
     return result
 

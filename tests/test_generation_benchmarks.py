@@ -67,7 +67,7 @@ def test_generator_study_end_to_end(tiny, tmp_path):
                      model_ref=str(tok_dir))
     out, work = tmp_path / "study.json", tmp_path / "work"
     args = ["--tokens", str(root / "tokens"), "--data", str(root / "data"), "--config", "tiny", "--only",
-            "small_seq", "--minutes", "0.001", "--min-steps", "4", "--threads", "1", "--work", str(work),
+            "small_seq", "--minutes", "0.000001", "--min-steps", "4", "--threads", "1", "--work", str(work),
             "--eval-args", "--split all --num-samples 3 --n-points 128 --resolution 16 --no-sheet", "--out", str(out)]
     result = generator_study.main(args)
     (row,) = result["rows"]

@@ -54,3 +54,55 @@ def test_plot(tmp_path):
             for k in ("val_loss", "val_loss_last")}
     path = scaling.plot(points, fits, tmp_path / "s.png", "params_non_embedding")
     assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_bootstrap_interval_over_seeds_narrows_with_the_noise():
+    n = np.logspace(4, 7, 5)
+
+    def fit(noise):
+        rng = np.random.default_rng(1)
+        losses = [list(scaling.power_law(v, 5e-5, -0.1) * np.exp(rng.normal(0, noise, size=4))) for v in n]
+        return scaling.fit_with_interval(n, losses, n_boot=500)
+
+    noisy, quiet = fit(0.02), fit(0.002)
+    for f in (noisy, quiet):
+        lo, hi = f["b_ci"]
+        assert f["method"] == "seeds" and f["n_boot"] == 500 and lo < f["b"] < hi
+        assert f["b"] == pytest.approx(-0.1, abs=0.01)
+    width = lambda f: f["b_ci"][1] - f["b_ci"][0]  # noqa: E731
+    assert width(quiet) < width(noisy) / 4
+    exact = scaling.fit_with_interval(n, [[float(scaling.power_law(v, 5e-5, -0.1))] for v in n], n_boot=200)
+    assert exact["method"] == "residuals" and exact["b_ci"][0] == pytest.approx(exact["b_ci"][1], abs=1e-9)
+    with pytest.raises(ValueError):
+        scaling.fit_with_interval(n, [[1.0]] * 4)
+
+
+def test_scaling_fit_end_to_end_from_run_folders(tmp_path):
+    """--fit-only over finished runs (two seeds per size): the exported models give N, the CSV logs the
+    losses, and the fit, its interval and the plot are written."""
+    import json
+
+    import torch
+
+    from vat3d.models.generator import NextScaleGenerator
+
+    sizes = scaling.parse_sizes("16x1,32x1,32x2")
+    for k, size in enumerate(sizes):
+        torch.manual_seed(0)
+        model = NextScaleGenerator(width=size["width"], depth=size["depth"], heads=size["heads"], num_latents=16,
+                                   codebook_size=32, code_dim=8, cond_type="none")
+        n = sum(p.numel() for p in model.blocks.parameters())
+        for seed in (0, 1):
+            run_dir = tmp_path / "runs" / (size["name"] if seed == 0 else f"{size['name']}-s{seed}")
+            model.save_pretrained(run_dir / "model")
+            (run_dir / "csv").mkdir(parents=True)
+            loss = float(scaling.power_law(n, 1e-3, -0.2)) * (1.0 + 0.01 * seed)
+            (run_dir / "csv" / "metrics.csv").write_text(f"step,val/loss,val/loss_last\n9,{loss},{loss * 1.1}\n")
+    out = tmp_path / "scaling.json"
+    result = scaling.main(["--tokens", str(tmp_path), "--sizes", "16x1,32x1,32x2", "--seeds", "0,1", "--fit-only",
+                           "--work", str(tmp_path), "--n-boot", "200", "--out", str(out)])
+    fit = result["fits"]["val_loss"]
+    assert fit["b"] == pytest.approx(-0.2, abs=0.01) and fit["method"] == "seeds"
+    assert fit["b_ci"][0] <= fit["b"] <= fit["b_ci"][1]
+    assert [len(p["runs"]) for p in result["points"]] == [2, 2, 2]
+    assert json.loads(out.read_text())["seeds"] == [0, 1] and out.with_suffix(".png").is_file()

@@ -70,7 +70,8 @@ def fragmentation(mesh: trimesh.Trimesh | None) -> float:
         return float("nan")
     labels_F = trimesh.graph.connected_component_labels(merged.face_adjacency, node_count=len(merged.faces))
     area_C = np.bincount(labels_F, weights=area_F)
-    return float(max(0.0, 1.0 - area_C.max() / total))
+    outside = float(total - area_C.max()) / total  # 0 up to rounding for one piece
+    return outside if outside > 1e-9 else 0.0
 
 
 def is_degenerate(mesh: trimesh.Trimesh | None, *, min_faces: int = 50, min_extent: float = 0.2) -> bool:
