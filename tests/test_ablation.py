@@ -38,3 +38,21 @@ def test_ablation_end_to_end(tmp_path):
     assert plain["variational"] is False
     assert Path(result["sheet"]).is_file() and json.loads(out.read_text())["seeds"] == [0, 1]
     assert "compress+vvq" in ablation.markdown(result) and "72.34 / 47.32" in ablation.markdown(result)
+
+
+def test_tokenizer_scaling_end_to_end(tmp_path):
+    import tokenizer_scaling
+
+    prepare_dataset("procedural:10", tmp_path / "data", num_surface=256, num_volume=256, num_near=256)
+    out = tmp_path / "tok_scaling.json"
+    result = tokenizer_scaling.main(["--data", str(tmp_path / "data"), "--config", "tiny", "--sizes", "32x1,64x2",
+                                     "--rule", "steps", "--steps", "24", "--seeds", "0,1", "--jobs", "0",
+                                     "--n-boot", "100", "--work", str(tmp_path / "work"), "--out", str(out)])
+    small, large = result["points"]
+    assert small["params"] < large["params"] and small["steps"] == large["steps"] == 24
+    assert all(0 <= p["vol_iou"] <= 1 and len(p["runs"]) == 2 for p in result["points"])
+    config = json.loads((tmp_path / "work" / "w64d2" / "seed1" / "model" / "config.json").read_text())
+    assert (config["width"], config["depth"], config["decoder_width"], config["decoder_depth"]) == (64, 2, 64, 2)
+    fit = result["fits"]["1-vol_iou"]
+    assert fit["method"] == "seeds" and fit["b_ci"][0] <= fit["b"] <= fit["b_ci"][1]
+    assert json.loads(out.read_text())["rule"] == "24 steps per size"
