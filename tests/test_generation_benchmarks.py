@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from conftest import TINY_TOKENIZER
@@ -81,3 +82,36 @@ def test_generator_study_end_to_end(tiny, tmp_path):
     shutil.rmtree(work / "small_seq")
     again = generator_study.main(args[:-2] + ["--out", str(out), "--stage", "report"])
     assert again["rows"][0]["1-NNA-CD"] == row["1-NNA-CD"] and not math.isnan(row["1-NNA-CD"])
+
+
+def test_generation_sheet_end_to_end(tmp_path):
+    """benchmarks/generation_sheet.py: one caption row and one image row on a tiny text+image model."""
+    import generation_sheet
+    from PIL import Image
+
+    torch.manual_seed(0)
+    tokenizer = VATokenizer.from_pretrained(VATokenizer(**TINY_TOKENIZER, num_points=256).save_pretrained(tmp_path / "tok"))
+    gen = NextScaleGenerator.from_tokenizer(tokenizer, cond_type="text+image", width=32, depth=1, heads=2,
+                                            conditioner_kwargs={"text": {"num_tokens": 1},
+                                                                "image": {"image_size": 32, "grid": 2,
+                                                                          "channels": [8, 16]}})
+    gen_dir = gen.save_pretrained(tmp_path / "gen")
+    out = tmp_path / "sheet.png"
+    record = generation_sheet.main(["--generator", str(gen_dir), "--tokenizer", str(tmp_path / "tok"),
+                                    "--caption", "a mug with a handle", "--image-seed", "9000014", "-n", "2",
+                                    "--resolution", "24", "--size", "48", "--out", str(out)])
+    assert [p["prompt"] for p in record["prompts"]] == ['"a mug with a handle"', "image: snowman (seed 9000014)"]
+    for row in record["prompts"]:
+        assert 0 <= row["empty"] <= 2 and row["seconds_per_shape"] > 0
+        assert row["fragmentation"] is None or 0.0 <= row["fragmentation"] < 1.0
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["prompts"] == record["prompts"] and "--caption" in saved["command"]
+    sheet = np.asarray(Image.open(out).convert("L"), dtype=np.float32)
+    header, pad, size = 14 + 3 * 4, 4, 48
+    assert sheet.shape[0] == header + 2 * (size + pad) + pad  # two rows: the caption and the image
+    # the image row's first cell shows the rendered prompt (not the blank of the caption row's first cell)
+    label_width = sheet.shape[1] - 3 * (size + pad) - pad
+    def cell(row, col):
+        y, x = header + pad + row * (size + pad), label_width + pad + col * (size + pad)
+        return sheet[y:y + size, x:x + size]
+    assert cell(1, 0).std() > 5.0 and cell(1, 0).std() > cell(0, 0).std()
