@@ -60,6 +60,7 @@ def build_sheet(generator, tokenizer, *, captions, images, n: int = 4, seed: int
     from vat3d.renderers import save_sheet
 
     rows, labels, record = [], [], []
+    blank = np.full((size, size, 3), 255, dtype=np.uint8)  # a caption row has no picture of its prompt
     prompts = [(f'"{c}"', {"text": c}, None) for c in captions]
     prompts += [(label, {"image": image}, image) for label, image in images]
     for label, condition, shown in prompts:
@@ -69,7 +70,6 @@ def build_sheet(generator, tokenizer, *, captions, images, n: int = 4, seed: int
         seconds = (time.perf_counter() - start) / n
         meshes = result.meshes
         kept = [m for m in meshes if not is_empty(m)]
-        blank = np.full((size, size, 3), 255, dtype=np.uint8)  # a caption row has no picture of its prompt
         rows.append([shown if shown is not None else blank] + list(meshes))
         labels.append(label)
         record.append({"prompt": label, "empty": n - len(kept),
