@@ -184,6 +184,32 @@ def test_init_from_warm_starts_and_refuses_another_architecture(eight_shapes, tm
     assert bad.exit_code != 0 and "does not fit" in bad.output
 
 
+def test_train_only_decoder_keeps_every_token(eight_shapes, tmp_path):
+    """``training.train_only=decoder``: the decoder learns, the encoder and the quantizer (codebook, refiners,
+    no dead-code restarts) stay bit-identical, so every shape keeps its tokens."""
+    from vat3d.codec.api import encode_mesh
+    from vat3d.data.procedural import make_shape
+    from vat3d.models.tokenizer import VATokenizer
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(first), "--max-steps", "6",
+            "--set", "training.quantize_start_step=3", "--set", "training.val_every_n_steps=100"])
+    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(second), "--max-steps", "4",
+            "--init-from", str(first / "model"), "--set", "training.lr=1e-2", "--set", "training.warmup_steps=0",
+            "--set", "training.train_only=decoder", "--set", "training.val_every_n_steps=100"])
+    a, b = _weights(first / "model"), _weights(second / "model")
+    changed = {key for key in a if not torch.equal(a[key], b[key])}
+    assert changed and all(key.startswith("decoder.") or key == "quantizer.code_usage" for key in changed), changed
+    assert any(key.startswith("decoder.") for key in changed)
+    mesh = make_shape(5).mesh
+    old, new = (VATokenizer.from_pretrained(path / "model") for path in (first, second))
+    for t_old, t_new in zip(encode_mesh(old, mesh).tokens, encode_mesh(new, mesh).tokens):
+        np.testing.assert_array_equal(np.asarray(t_old), np.asarray(t_new))
+    bad = runner.invoke(app, ["train-tokenizer", *COMMON, "--data", str(eight_shapes), "--run-dir",
+                              str(tmp_path / "bad"), "--max-steps", "1", "--set", "training.train_only=encoder"])
+    assert bad.exit_code != 0
+
+
 def test_precision_auto_follows_the_hardware():
     from vat3d.training.common import cpu_has_native_bf16, default_precision, resolve_precision
 

@@ -34,8 +34,10 @@ TRAINING_DEFAULTS = {
     "quantize_start_step": 500, "kmeans_tokens": 65536, "kmeans_iters": 10, "prefix_prob": 0.1,
     "precision": None, "val_every_n_steps": 250, "limit_val_batches": 1.0, "ckpt_every_n_steps": 250,
     "log_every_n_steps": 10, "image_every_n_val": 1, "seed": 0, "deterministic": False, "stop_at_step": None,
-    "activation_checkpointing": False, "keep_all_ckpts": False,
+    "activation_checkpointing": False, "keep_all_ckpts": False, "train_only": None,
 }
+#: ``training.train_only`` values: the part of the model that trains (the rest is frozen).
+TRAIN_ONLY = (None, "decoder")
 DATA_DEFAULTS = {
     "root": None, "num_surface": 2048, "num_volume": 2048, "num_near": 2048, "batch_size": 8,
     "num_workers": 2, "val_fraction": 0.05, "val_items": 64,
@@ -77,12 +79,24 @@ class TokenizerModule(StrategyAwareModule):
         self.model = VATokenizer(**model)
         # dead-code restarts are written after the optimiser step, where the parameters are whole
         self.model.quantizer.defer_codebook_writes = True
+        if self.cfg["train_only"] not in TRAIN_ONLY:
+            raise ValueError(f"training.train_only must be one of {TRAIN_ONLY}, got {self.cfg['train_only']!r}")
+        if self.cfg["train_only"] == "decoder":
+            self._freeze_all_but_decoder()
         self._latent_pool: deque[torch.Tensor] = deque()  # rank 0: sampled z of the last steps, on the CPU
         self._pool_tokens = 0
         self._pool_steps = 0  # steps remembered, on every rank
         self._codebook_ready = False  # mirrors quantizer.initialized without reading the device each step
         self.kmeans_report: dict | None = None  # rank 0: step, pool tokens and seconds of the k-means init
         self._val: list[dict] = []
+
+    def _freeze_all_but_decoder(self) -> None:
+        """Freeze the encoder and the quantizer (codebook and refiners, no dead-code restarts): every shape
+        keeps exactly the tokens it had, so a generator trained on them stays valid, and only the decoder
+        learns to draw those tokens better."""
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name.startswith("decoder."))
+        self.model.quantizer.dead_code_threshold = 0.0
 
     # ---- helpers ----
     def quantizing(self) -> bool:
