@@ -179,7 +179,7 @@ def tokens_to_bytes(model, tokens: Sequence, transform: Transform | None = None,
 @torch.no_grad()
 def decode_tokens(model, tokens: Sequence, transform: Transform | None = None, *, resolution: int = 256,
                   num_scales: int | None = None, dense: bool = False, precision: str = "fp32",
-                  band: float = 0.0, faces: int | None = None) -> trimesh.Trimesh:
+                  band: float = 0.0, faces: int | None = None, iso: float = 0.0) -> trimesh.Trimesh:
     """Tokens of the first k scales -> a mesh (original coordinates when ``transform`` is given).
 
     ``faces``: simplify the extracted surface to at most about this many faces (quadric edge collapse;
@@ -190,13 +190,14 @@ def decode_tokens(model, tokens: Sequence, transform: Transform | None = None, *
     picks it where the hardware computes bf16 natively);
     ``band`` (logits) also refines cells whose corners come that close to the surface, which finds
     small fragments the coarse pass misses (see :func:`vat3d.geometry.marching.extract_surface`).
+    ``iso``: the occupancy logit at which the surface is drawn (0: probability 0.5).
     """
     model.eval()
     device = next(model.parameters()).device
     tokens = list(tokens)[: num_scales or len(tokens)]
     indices = [torch.as_tensor(np.asarray(t), dtype=torch.long, device=device).reshape(1, -1) for t in tokens]
     mesh = extract_surface(model.occupancy_fn(indices, precision=precision), resolution=resolution, dense=dense,
-                           band=band, device=device)
+                           band=band, iso=iso, device=device)
     if faces is not None and len(mesh.faces) > faces:
         mesh = simplify(mesh, faces)
     if transform is not None and len(mesh.vertices):
