@@ -44,10 +44,12 @@ def test_decode_sweep_end_to_end(tmp_path):
     trimesh.creation.box(extents=(1.0, 0.6, 0.3)).export(meshes / "box.ply")
     trimesh.creation.icosphere(subdivisions=2).export(meshes / "ball.ply")
     out = tmp_path / "sweep.json"
-    result = decode_sweep.main(["--meshes", str(meshes), "--model", str(_tiny(tmp_path)), "--isos", "0,1e6",
+    result = decode_sweep.main(["--meshes", str(meshes), "--model", str(_tiny(tmp_path)), "--isos", "0,1e6", "--num-points", "256,512",
                                 "--resolution", "32", "--n-points", "2000", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result)) and result["complete"]
     assert [r["name"] for r in result["rows"]] == ["ball.ply", "box.ply"]
-    assert [(s["iso"], s["band"]) for s in result["summary"]] == [(0.0, 0.0), (1e6, 0.0)]
+    assert [(s["num_points"], s["iso"], s["band"]) for s in result["summary"]] == [
+        (256, 0.0, 0.0), (256, 1e6, 0.0), (512, 0.0, 0.0), (512, 1e6, 0.0)]
     assert result["summary"][0]["all"]["n"] == 2 and result["summary"][0]["<20K"]["n"] == 2
-    assert result["summary"][1]["all"]["fscore@0.02"] == 0.0  # nothing above a logit of 10^6: empty meshes
+    for entry in result["summary"][1::2]:
+        assert entry["all"]["fscore@0.02"] == 0.0  # nothing above a logit of 10^6: empty meshes
