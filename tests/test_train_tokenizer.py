@@ -184,9 +184,9 @@ def test_init_from_warm_starts_and_refuses_another_architecture(eight_shapes, tm
     assert bad.exit_code != 0 and "does not fit" in bad.output
 
 
-def test_train_only_decoder_keeps_every_token(eight_shapes, tmp_path):
+def test_train_only_keeps_the_other_part(eight_shapes, tmp_path):
     """``training.train_only=decoder``: the decoder learns, the encoder and the quantizer (codebook, refiners,
-    no dead-code restarts) stay bit-identical, so every shape keeps its tokens."""
+    no dead-code restarts) stay bit-identical, so every shape keeps its tokens. ``encoder``: the decoder stays."""
     from vat3d.codec.api import encode_mesh
     from vat3d.data.procedural import make_shape
     from vat3d.models.tokenizer import VATokenizer
@@ -205,8 +205,15 @@ def test_train_only_decoder_keeps_every_token(eight_shapes, tmp_path):
     old, new = (VATokenizer.from_pretrained(path / "model") for path in (first, second))
     for t_old, t_new in zip(encode_mesh(old, mesh).tokens, encode_mesh(new, mesh).tokens):
         np.testing.assert_array_equal(np.asarray(t_old), np.asarray(t_new))
+    third = tmp_path / "third"
+    _train([*COMMON, "--data", str(eight_shapes), "--run-dir", str(third), "--max-steps", "4",
+            "--init-from", str(first / "model"), "--set", "training.lr=1e-2", "--set", "training.warmup_steps=0",
+            "--set", "training.train_only=encoder", "--set", "training.val_every_n_steps=100"])
+    c = _weights(third / "model")
+    changed = {key for key in a if not torch.equal(a[key], c[key])}
+    assert changed and not any(key.startswith("decoder.") for key in changed), changed
     bad = runner.invoke(app, ["train-tokenizer", *COMMON, "--data", str(eight_shapes), "--run-dir",
-                              str(tmp_path / "bad"), "--max-steps", "1", "--set", "training.train_only=encoder"])
+                              str(tmp_path / "bad"), "--max-steps", "1", "--set", "training.train_only=quantizer"])
     assert bad.exit_code != 0
 
 

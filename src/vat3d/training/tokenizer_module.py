@@ -36,8 +36,10 @@ TRAINING_DEFAULTS = {
     "log_every_n_steps": 10, "image_every_n_val": 1, "seed": 0, "deterministic": False, "stop_at_step": None,
     "activation_checkpointing": False, "keep_all_ckpts": False, "train_only": None,
 }
-#: ``training.train_only`` values: the part of the model that trains (the rest is frozen).
-TRAIN_ONLY = (None, "decoder")
+#: ``training.train_only`` values: the part of the model that trains (the rest is frozen). "decoder": every
+#: shape keeps its tokens (a generator trained on them stays valid); "encoder": the encoder and the quantizer
+#: learn tokens that this decoder draws better (the encode-time search's gain, amortised).
+TRAIN_ONLY = (None, "decoder", "encoder")
 DATA_DEFAULTS = {
     "root": None, "num_surface": 2048, "num_volume": 2048, "num_near": 2048, "batch_size": 8,
     "num_workers": 2, "val_fraction": 0.05, "val_items": 64,
@@ -81,8 +83,8 @@ class TokenizerModule(StrategyAwareModule):
         self.model.quantizer.defer_codebook_writes = True
         if self.cfg["train_only"] not in TRAIN_ONLY:
             raise ValueError(f"training.train_only must be one of {TRAIN_ONLY}, got {self.cfg['train_only']!r}")
-        if self.cfg["train_only"] == "decoder":
-            self._freeze_all_but_decoder()
+        if self.cfg["train_only"] is not None:
+            self._freeze_all_but(self.cfg["train_only"])
         self._latent_pool: deque[torch.Tensor] = deque()  # rank 0: sampled z of the last steps, on the CPU
         self._pool_tokens = 0
         self._pool_steps = 0  # steps remembered, on every rank
@@ -90,13 +92,13 @@ class TokenizerModule(StrategyAwareModule):
         self.kmeans_report: dict | None = None  # rank 0: step, pool tokens and seconds of the k-means init
         self._val: list[dict] = []
 
-    def _freeze_all_but_decoder(self) -> None:
-        """Freeze the encoder and the quantizer (codebook and refiners, no dead-code restarts): every shape
-        keeps exactly the tokens it had, so a generator trained on them stays valid, and only the decoder
-        learns to draw those tokens better."""
+    def _freeze_all_but(self, part: str) -> None:
+        """``decoder``: freeze the encoder and the quantizer (codebook and refiners, no dead-code restarts),
+        so every shape keeps exactly the tokens it had. ``encoder``: freeze the decoder."""
         for name, param in self.model.named_parameters():
-            param.requires_grad_(name.startswith("decoder."))
-        self.model.quantizer.dead_code_threshold = 0.0
+            param.requires_grad_(name.startswith("decoder.") == (part == "decoder"))
+        if part == "decoder":
+            self.model.quantizer.dead_code_threshold = 0.0
 
     # ---- helpers ----
     def quantizing(self) -> bool:
