@@ -156,3 +156,17 @@ def test_encode_meshes_batch_equals_single(model, box):
     single = encode_mesh(model, sphere, effort=effort)
     assert batch[1].data == single.data and batch[1].effort == "custom"
     assert batch[0].score >= batch[0].fast_score
+
+
+def test_an_open_surface_keeps_its_fast_tokens_beside_a_searched_shape(model, box):
+    """An open sheet has no inside to label: encoding it with a search (or a target IoU) does not fail, it
+    keeps the amortised encoder's tokens, unscored, while its batch mate is searched as it would be alone."""
+    sheet = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0.2]], [[0, 1, 2], [1, 3, 2]])
+    effort = effort_settings("fast").__class__(**FEW)
+    sheet_out, box_out = encode_meshes(model, [sheet, box], effort=effort)
+    fast = encode_mesh(model, sheet)
+    assert sheet_out.data == fast.data and sheet_out.score is None and sheet_out.fast_score is None
+    assert "no inside" in sheet_out.source
+    assert box_out.data == encode_mesh(model, box, effort=effort).data and box_out.score is not None
+    kept = encode_mesh(model, sheet, target_iou=0.5)
+    assert kept.num_scales == len(model.scale_sizes) and kept.score is None and kept.source == "fast"

@@ -31,9 +31,10 @@ from vat3d.codec.vatfile import (
 )
 from vat3d.codec.entropy import decode_entropy_vat, encode_entropy_vat
 from vat3d.codec.fingerprint import model_fingerprint_bytes
-from vat3d.geometry.io import load_mesh
+from vat3d.geometry.io import MeshError, load_mesh
 from vat3d.geometry.marching import extract_surface
 from vat3d.geometry.normalize import Transform, normalize_mesh
+from vat3d.geometry.occupancy import NO_INSIDE_REASON
 from vat3d.geometry.points import sample_surface
 from vat3d.geometry.simplify import simplify
 
@@ -94,7 +95,9 @@ def encode_mesh(model, mesh: "str | os.PathLike | trimesh.Trimesh", *, num_point
     ``generator``: entropy-code the tokens with this generator as prior (else raw bit-packing).
     ``effort``: ``"fast"`` (the amortised encoder), ``"balanced"`` or ``"best"`` (search the tokens
     against the mesh's own occupancy, never worse than ``"fast"`` on held-out queries; an
-    :class:`~vat3d.codec.refine.EffortSettings` also works). See :mod:`vat3d.codec.refine`.
+    :class:`~vat3d.codec.refine.EffortSettings` also works). See :mod:`vat3d.codec.refine`. An open
+    surface with no inside cannot be labelled, so it is not searched: it keeps the ``"fast"`` tokens
+    (``source`` says so, ``score`` is None) and rate control by ``target_iou`` keeps all its scales.
     Rate control: ``target_iou`` keeps the shortest prefix of scales whose held-out IoU reaches it
     (all scales if none does); ``max_bytes`` keeps the longest prefix whose file fits (a
     ``ValueError`` if not even one scale fits).
@@ -107,7 +110,7 @@ def encode_meshes(model, meshes: Sequence, *, num_points: int | None = None, see
                   generator=None, effort="fast", max_bytes: int | None = None, target_iou: float | None = None,
                   ) -> list[EncodedShape]:
     """:func:`encode_mesh` of several meshes, searched together as one batch (same results as one by one)."""
-    from vat3d.codec.refine import effort_settings, heldout_iou, label_queries, prefix_scores, refine_tokens
+    from vat3d.codec.refine import effort_settings, heldout_iou, prefix_scores, refine_tokens
 
     settings = effort_settings(effort)
     effort_name = effort if isinstance(effort, str) else "custom"
@@ -123,24 +126,36 @@ def encode_meshes(model, meshes: Sequence, *, num_points: int | None = None, see
     inputs = [_surface_tensors(mesh, num_points or model.num_points, seed) for mesh, _ in normalized]
     points = torch.cat([p for p, _ in inputs]).to(device)
     normals = torch.cat([n for _, n in inputs]).to(device)
-    needs_queries = settings.searches or target_iou is not None
-    fast_scores = sources = queries = None
-    if needs_queries:
-        queries = [label_queries(mesh, num_volume=settings.num_volume, num_near=settings.num_near,
-                                 heldout_fraction=settings.heldout_fraction, seed=seed) for mesh, _ in normalized]
-        result = refine_tokens(model, points, normals, queries, effort=settings, seed=seed)
-        per_shape = result.tokens
-        fast_scores, sources = result.fast_scores, result.sources
-    else:
+    n = len(loaded)
+    queries: list = [None] * n
+    if settings.searches or target_iou is not None:
+        queries = [_labelled_or_none(mesh, settings, seed) for mesh, _ in normalized]
+    # an open surface has no inside to label: that shape keeps the amortised encoder's tokens, unscored
+    searched = [b for b in range(n) if queries[b] is not None] if settings.searches else []
+    per_shape: list = [None] * n
+    scores, fast_scores, sources = [None] * n, [None] * n, ["fast"] * n
+    if searched:
+        pick = torch.tensor(searched, device=device)
+        result = refine_tokens(model, points[pick], normals[pick], [queries[b] for b in searched], effort=settings,
+                               seed=seed)  # a shape's result does not depend on its batch mates
+        for i, b in enumerate(searched):
+            per_shape[b], scores[b] = result.tokens[i], result.scores[i]
+            fast_scores[b], sources[b] = result.fast_scores[i], result.sources[i]
+    rest = [b for b in range(n) if per_shape[b] is None]
+    if rest:
+        pick = torch.tensor(rest, device=device)
         with torch.no_grad():
-            full = model.encode(points, normals)
-        per_shape = [[t[b:b + 1] for t in full] for b in range(len(loaded))]
+            full = model.encode(points[pick], normals[pick])
+        for i, b in enumerate(rest):
+            per_shape[b] = [t[i:i + 1] for t in full]
+            if settings.searches:
+                sources[b] = "fast (not searched: the mesh has no inside)"
     out = []
     for b, tokens in enumerate(per_shape):
         transform = normalized[b][1]
         prefixes = None
         keep = len(tokens)
-        if target_iou is not None:
+        if target_iou is not None and queries[b] is not None:
             with torch.no_grad():
                 prefixes = prefix_scores(model, tokens, queries[b])[0].tolist()
             keep = next((k + 1 for k, s in enumerate(prefixes) if s >= target_iou), keep)
@@ -155,15 +170,27 @@ def encode_meshes(model, meshes: Sequence, *, num_points: int | None = None, see
         score = None
         if prefixes:
             score = prefixes[keep - 1]
-        elif needs_queries:
-            score = result.scores[b] if keep == len(tokens) else float(heldout_iou(model, tokens[:keep], queries[b])[0])
+        elif scores[b] is not None:
+            score = scores[b] if keep == len(tokens) else float(heldout_iou(model, tokens[:keep], queries[b])[0])
         out.append(EncodedShape(arrays[:keep], transform, data, effort=effort_name, score=score,
-                                fast_score=fast_scores[b] if fast_scores else None, prefix_scores=prefixes,
-                                source=sources[b] if sources else "fast"))
+                                fast_score=fast_scores[b], prefix_scores=prefixes, source=sources[b]))
     seconds = (time.perf_counter() - start) / max(len(out), 1)
     for shape in out:
         shape.seconds = seconds
     return out
+
+
+def _labelled_or_none(normalized_mesh: trimesh.Trimesh, settings, seed: int):
+    """The search's labelled queries of a mesh in the box, or None for an open surface with no inside."""
+    from vat3d.codec.refine import label_queries
+
+    try:
+        return label_queries(normalized_mesh, num_volume=settings.num_volume, num_near=settings.num_near,
+                             heldout_fraction=settings.heldout_fraction, seed=seed)
+    except MeshError as error:
+        if str(error) != NO_INSIDE_REASON:
+            raise
+        return None
 
 
 def tokens_to_bytes(model, tokens: Sequence, transform: Transform | None = None, *, generator=None) -> bytes:
