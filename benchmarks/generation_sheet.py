@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CAPTIONS = (
@@ -51,7 +53,7 @@ def image_prompts(seeds, paths, size: int = 224) -> list[tuple[str, np.ndarray]]
     return prompts
 
 
-def build_sheet(generator, tokenizer, *, captions, images, n: int = 4, seed: int = 0, cfg: float = 3.0,
+def build_sheet(generator, tokenizer, *, captions, images, n: int = 4, seed: int = 0, cfg: float = CFG_SCALE,
                 resolution: int = 128, out: Path, size: int = 160) -> dict:
     """Generate ``n`` shapes per caption and per (label, image) prompt, save the sheet to ``out``;
     returns the record written beside it."""
@@ -77,7 +79,7 @@ def build_sheet(generator, tokenizer, *, captions, images, n: int = 4, seed: int
                        "seconds_per_shape": seconds})
     col_labels = ["prompt"] + [f"sample {k}" for k in range(n)]
     save_sheet(out, rows, row_labels=labels, col_labels=col_labels, size=size)
-    return {"sheet": str(out), "samples_per_prompt": n, "seed": seed, "cfg": cfg, "resolution": resolution,
+    return {"sheet": str(out), "samples_per_prompt": n, "seed": seed, "cfg": cfg, "cfg_schedule": CFG_SCHEDULE, "resolution": resolution,
             "prompts": record}
 
 
@@ -90,7 +92,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--image", action="append", default=[], help="an image file as a prompt (repeatable)")
     parser.add_argument("-n", "--num-samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cfg", type=float, default=3.0)
+    parser.add_argument("--cfg", type=float, default=CFG_SCALE, help="guidance scale (the schedule is the default's)")
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--size", type=int, default=160, help="pixels per cell")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "generations.png")

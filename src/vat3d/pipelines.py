@@ -42,6 +42,8 @@ import numpy as np
 import torch
 import trimesh
 
+from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
+
 __all__ = ["GeneratedMeshes", "generate_meshes", "generate_tokens", "build_conditions", "image_conditioner_of",
            "load_image",
            "tokens_to_mesh", "reconstruct", "COND_TYPES"]
@@ -258,7 +260,7 @@ def build_conditions(generator, *, text: str | Sequence[str] | None = None, imag
 
 @torch.no_grad()
 def generate_tokens(generator, *, text=None, image=None, class_label=None, n: int = 1, seed: int | None = 0,
-                    cfg_scale: float = 3.0, cfg_schedule: str = "linear", temperature: float = 1.0,
+                    cfg_scale: float = CFG_SCALE, cfg_schedule: str = CFG_SCHEDULE, temperature: float = 1.0,
                     top_k: int = 0, top_p: float = 1.0, num_scales: int | None = None,
                     **generate_kwargs: Any) -> list[torch.Tensor]:
     """Sample n shapes' tokens: per-scale (n, n_k) int64 tensors on the CPU."""
@@ -289,8 +291,8 @@ def tokens_to_mesh(tokenizer, tokens: Sequence[torch.Tensor], *, resolution: int
 
 
 def generate_meshes(generator, tokenizer, *, text: str | Sequence[str] | None = None, image: Any = None,
-                    class_label: Any = None, n: int = 1, seed: int | None = 0, cfg_scale: float = 3.0,
-                    cfg_schedule: str = "linear", temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                    class_label: Any = None, n: int = 1, seed: int | None = 0, cfg_scale: float = CFG_SCALE,
+                    cfg_schedule: str = CFG_SCHEDULE, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                     resolution: int = 128, num_scales: int | None = None, progress=None,
                     **generate_kwargs: Any) -> GeneratedMeshes:
     """Generate ``n`` meshes (in the ``[-1, 1]^3`` box) for one condition.

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from vat3d.models.sampling_defaults import CFG_SCALE
+
 #: The mesh formats the app accepts (lower case, with the dot).
 UPLOAD_SUFFIXES: tuple[str, ...] = (".obj", ".ply", ".stl", ".off", ".glb")
 DEFAULT_MAX_UPLOAD_MB = 50.0
@@ -258,7 +260,7 @@ class AppModels:
     def condition_inputs(self) -> dict:
         return condition_inputs(self.generator)
 
-    def generate(self, text: str | None = None, image: Any = None, seed: Any = 0, cfg_scale: float = 3.0,
+    def generate(self, text: str | None = None, image: Any = None, seed: Any = 0, cfg_scale: float = CFG_SCALE,
                  resolution: Any = DEFAULT_RESOLUTION, class_label: str | None = None) -> Generated:
         """One sample for the inputs the generator takes (inputs it does not take are ignored)."""
         if self.generator is None:

@@ -25,6 +25,7 @@ from typing import Any
 from vat3d.app.core import (DEFAULT_MAX_UPLOAD_MB, DEFAULT_RESOLUTION, RESOLUTIONS, UPLOAD_SUFFIXES, AppError,
                             AppModels, ShapeTokens, example_meshes)
 from vat3d.codec.refine import EFFORTS
+from vat3d.models.sampling_defaults import CFG_SCALE
 
 try:
     import gradio as gr
@@ -175,7 +176,7 @@ def build_app(tokenizer, generator=None, max_upload_mb: float = DEFAULT_MAX_UPLO
                                                   label="Class", visible=bool(classes), elem_id="class-label")
                         with gr.Row():
                             seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
-                            cfg = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="Guidance (CFG scale)")
+                            cfg = gr.Slider(1.0, 10.0, value=CFG_SCALE, step=0.5, label="Guidance (CFG scale)")
                         gen_resolution = gr.Dropdown(choices=list(RESOLUTIONS), value=DEFAULT_RESOLUTION,
                                                      label="Decode resolution")
                         button = gr.Button("Generate", variant="primary", elem_id="generate-button")

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
+
 
 def eval_generation(
     model: str = typer.Argument("default", help="Generator folder or 'default'."),
@@ -25,8 +27,8 @@ def eval_generation(
     normalize: str = typer.Option("box", help="Per-cloud normalisation of both sets: box, sphere or none."),
     seed: int = typer.Option(0, help="Random seed."),
     batch_size: int = typer.Option(8, "--batch-size", help="Shapes sampled per generator call."),
-    cfg: float = typer.Option(3.0, "--cfg", help="Classifier-free guidance scale."),
-    cfg_schedule: str = typer.Option("linear", "--cfg-schedule", help="linear or constant."),
+    cfg: float = typer.Option(CFG_SCALE, "--cfg", help="Classifier-free guidance scale."),
+    cfg_schedule: str = typer.Option(CFG_SCHEDULE, "--cfg-schedule", help="linear or constant."),
     temperature: float = typer.Option(1.0, help="Sampling temperature."),
     top_k: int = typer.Option(0, "--top-k", help="Top-k filtering (0 = off)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Top-p filtering (1 = off)."),

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
+
 FORMATS = ("obj", "ply", "glb")
 
 
@@ -21,8 +23,8 @@ def generate(
     out: Path = typer.Option(Path("generated"), "--output", "-o", help="Output folder."),
     fmt: str = typer.Option("obj", "--format", "-f", help="Mesh format: obj, ply or glb."),
     seed: int = typer.Option(0, help="Random seed (the same seed gives the same shapes)."),
-    cfg: float = typer.Option(3.0, "--cfg", help="Classifier-free guidance scale (1 = none)."),
-    cfg_schedule: str = typer.Option("linear", "--cfg-schedule", help="'linear' (1 -> cfg over the scales) or 'constant'."),
+    cfg: float = typer.Option(CFG_SCALE, "--cfg", help="Classifier-free guidance scale (1 = none)."),
+    cfg_schedule: str = typer.Option(CFG_SCHEDULE, "--cfg-schedule", help="'linear' (1 -> cfg over the scales) or 'constant'."),
     temperature: float = typer.Option(1.0, help="Sampling temperature (0 = greedy)."),
     top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely tokens (0 = all)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off)."),

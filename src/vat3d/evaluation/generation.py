@@ -45,6 +45,8 @@ import numpy as np
 import torch
 import trimesh
 
+from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
+
 __all__ = ["GenerationEvalSettings", "load_references", "normalize_clouds", "generation_metrics",
            "family_match", "evaluate_generation", "write_generation_report", "markdown_report",
            "real_surface", "reconstructed_surface", "reference_fragmentation", "per_family_summary"]
@@ -62,8 +64,8 @@ class GenerationEvalSettings:
     normalize: str = "box"  # "box", "sphere" or "none"
     seed: int = 0
     batch_size: int = 8
-    cfg_scale: float = 3.0
-    cfg_schedule: str = "linear"
+    cfg_scale: float = CFG_SCALE
+    cfg_schedule: str = CFG_SCHEDULE
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
