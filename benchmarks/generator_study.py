@@ -26,7 +26,8 @@ from pathlib import Path
 TEXT = "model.conditioner_kwargs.text"
 #: name -> (what it varies, --set overrides of the packaged generator config)
 CONFIGS: dict[str, tuple[str, dict]] = {
-    "small": ("shipped small: width 256 x 6, 8 heads; text pooled to 2 tokens", {}),
+    "small": ("small: width 256 x 6, 8 heads; text pooled to 2 tokens", {f"{TEXT}.features": "pooled",
+                                                                        f"{TEXT}.num_tokens": 2}),
     "small_seq": ("small; text as 16 word-piece tokens", {f"{TEXT}.features": "tokens", f"{TEXT}.max_length": 16}),
     "narrow_seq": ("width 192 x 4, 6 heads; text tokens", {"model.width": 192, "model.depth": 4, "model.heads": 6,
                                                           f"{TEXT}.features": "tokens", f"{TEXT}.max_length": 16}),
