@@ -5,6 +5,7 @@ The encoder is the amortised one (``effort=fast``); ``--num-points`` changes how
 it reads (the model was trained with ``model.num_points``; the cross-attention front end takes any
 number, and more samples average out the sampling noise of its attention). The other settings only
 change how the occupancy field becomes a mesh.
+
 An undertrained field is unsure on thin parts: their logits stay below 0 (probability 0.5), so
 marching cubes at ``iso=0`` drops them. A lower iso keeps them and thickens everything else; this
 measures the trade on real meshes, per face-count group:
@@ -30,12 +31,11 @@ from rich.progress import track
 from vat3d.codec.api import decode_tokens, encode_mesh
 from vat3d.evaluation.metrics import compare_meshes
 from vat3d.evaluation.report import face_group
-from vat3d.geometry.io import load_mesh
+from vat3d.geometry.io import MESH_EXTENSIONS, load_mesh
 from vat3d.geometry.normalize import normalize_mesh
 from vat3d.pretrained import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-MESH_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")
 
 
 def _floats(text: str) -> list[float]:
@@ -100,9 +100,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "decode_sweep.json")
     args = ap.parse_args(argv)
-    paths = sorted(p for p in args.meshes.iterdir() if p.suffix.lower() in MESH_SUFFIXES)[: args.limit]
+    paths = sorted(p for p in args.meshes.iterdir() if p.suffix.lower()[1:] in MESH_EXTENSIONS)[: args.limit]
     if not paths:
-        raise SystemExit(f"no meshes ({', '.join(MESH_SUFFIXES)}) in {args.meshes}")
+        raise SystemExit(f"no meshes ({', '.join(MESH_EXTENSIONS)}) in {args.meshes}")
     model = load_tokenizer(args.model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
 

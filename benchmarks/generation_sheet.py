@@ -53,7 +53,8 @@ def image_prompts(seeds, paths, size: int = 224) -> list[tuple[str, np.ndarray]]
     return prompts
 
 
-def build_sheet(generator, tokenizer, *, captions, images, n: int = 4, seed: int = 0, cfg: float = CFG_SCALE,
+def build_sheet(generator, tokenizer, *, captions, images, n: int = 4, seed: int = 0,
+                cfg: float = CFG_SCALE,
                 resolution: int = 128, out: Path, size: int = 160) -> dict:
     """Generate ``n`` shapes per caption and per (label, image) prompt, save the sheet to ``out``;
     returns the record written beside it."""
@@ -79,8 +80,8 @@ def build_sheet(generator, tokenizer, *, captions, images, n: int = 4, seed: int
                        "seconds_per_shape": seconds})
     col_labels = ["prompt"] + [f"sample {k}" for k in range(n)]
     save_sheet(out, rows, row_labels=labels, col_labels=col_labels, size=size)
-    return {"sheet": str(out), "samples_per_prompt": n, "seed": seed, "cfg": cfg, "cfg_schedule": CFG_SCHEDULE, "resolution": resolution,
-            "prompts": record}
+    return {"sheet": str(out), "samples_per_prompt": n, "seed": seed, "cfg": cfg, "cfg_schedule": CFG_SCHEDULE,
+            "resolution": resolution, "prompts": record}
 
 
 def main(argv=None) -> dict:

@@ -39,11 +39,10 @@ from vat3d.codec.api import decode_tokens, encode_mesh, tokens_to_bytes
 from vat3d.codec.refine import EFFORTS, label_queries, prefix_scores
 from vat3d.evaluation.metrics import compare_meshes
 from vat3d.evaluation.report import face_group
-from vat3d.geometry.io import load_mesh
+from vat3d.geometry.io import MESH_EXTENSIONS, load_mesh
 from vat3d.geometry.normalize import normalize_mesh
 from vat3d.pretrained import load_tokenizer
 
-MESH_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")
 
 
 def evaluate_prefixes(model, tokens, gt, queries, args) -> list[dict]:
@@ -145,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.only_timing:
-        files = sorted(p for p in args.meshes.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
+        files = sorted(p for p in args.meshes.iterdir() if p.suffix.lower()[1:] in MESH_EXTENSIONS)
         model = load_tokenizer(args.model)
         encode_mesh(model, files[0], effort="balanced")  # warm-up
         timing = {}
@@ -169,7 +168,7 @@ def main() -> None:
     unknown = [e for e in efforts if e not in EFFORTS]
     if unknown:
         raise SystemExit(f"unknown efforts {unknown}: choose from {list(EFFORTS)}")
-    files = sorted(p for p in args.meshes.iterdir() if p.suffix.lower() in MESH_SUFFIXES)[: args.limit]
+    files = sorted(p for p in args.meshes.iterdir() if p.suffix.lower()[1:] in MESH_EXTENSIONS)[: args.limit]
     model = load_tokenizer(args.model)
     rows = []
     for i, f in enumerate(track(files, description="rate-distortion")):
