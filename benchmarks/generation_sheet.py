@@ -39,13 +39,15 @@ IMAGE_SEEDS = (9_000_004, 9_000_014)  # a stool and a snowman
 def image_prompts(seeds, paths, size: int = 224) -> list[tuple[str, np.ndarray]]:
     """(label, RGB uint8 image) per prompt: renders of procedural shapes of ``seeds``, then ``paths``."""
     from vat3d.data.procedural import make_shape
+    from vat3d.geometry.normalize import normalize_mesh
     from vat3d.pipelines import load_image
     from vat3d.renderers import render_views
 
     prompts = []
     for seed in seeds:
         shape = make_shape(int(seed))
-        views, _ = render_views(shape.mesh, 1, size=size, elevations=(20.0,), seed=int(seed))
+        # rendered as the training views are: the shape normalised into the [-1, 1] box first
+        views, _ = render_views(normalize_mesh(shape.mesh)[0], 1, size=size, elevations=(20.0,), seed=int(seed))
         prompts.append((f"image: {shape.family} (seed {seed})", np.asarray(views[0])))
     for path in paths:
         image_3HW = load_image(path, size=size)

@@ -261,3 +261,52 @@ def test_source_filter(mixed):
     assert len(load_references(root / "data", _settings(num_conditions=None, sources=("procedural",)))) == 6
     with pytest.raises(ValueError, match="sources present: folder, procedural"):
         load_references(root / "data", _settings(sources=("pybullet",)))
+
+
+def test_prompt_kinds():
+    from vat3d.evaluation.generation import prompt_kinds
+
+    assert prompt_kinds("text+image") == "text" and prompt_kinds("image") == "image"
+    assert prompt_kinds("text+image", "image") == "image" and prompt_kinds("text+image", "text+image") == "text+image"
+    assert prompt_kinds("class") == "class" and prompt_kinds("image", "image") == "image"
+    with pytest.raises(ValueError, match="cannot be evaluated with 'image'"):
+        prompt_kinds("text", "image")
+    with pytest.raises(ValueError, match="condition must be one of"):
+        prompt_kinds("text+image", "sketch")
+
+
+@pytest.mark.parametrize("condition,expected", [("text", "text: "), ("image", "image: rendered view"),
+                                                ("text+image", "text: ")])
+def test_text_image_generator_is_evaluated_with_the_asked_prompts(setup, monkeypatch, condition, expected):
+    """A text+image generator gets captions, rendered views of the held-out shapes, or both: the
+    conditions that reach the pipeline are the asked ones."""
+    import vat3d.pipelines as pipelines
+
+    root, tok, _ = setup
+    torch.manual_seed(0)
+    gen = NextScaleGenerator.from_tokenizer(tok, cond_type="text+image", width=32, depth=1, heads=2,
+                                            conditioner_kwargs={"text": {"num_tokens": 1},
+                                                                "image": {"image_size": 32, "grid": 2,
+                                                                          "channels": [8, 16]}})
+    seen = []
+    real = pipelines.generate_meshes
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs.get(k) for k in ("text", "image")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipelines, "generate_meshes", spy)
+    settings = _settings(num_conditions=3, batch_size=2, reference_fragmentation=False, condition=condition)
+    result = evaluate_generation(gen, tok, root / "data", settings)
+    assert result["summary"]["num_generated"] == 3 and result["settings"]["condition"] == condition
+    assert all(row["condition"].startswith(expected) for row in result["shapes"])
+    texts = [t for call in seen for t in (call["text"] or [])]
+    images = [im for call in seen for im in (call["image"] or [])]
+    assert len(texts) == (0 if condition == "image" else 3)
+    assert len(images) == (0 if condition == "text" else 3)
+    for image in images:  # a real render of the held-out shape, at the conditioner's size
+        assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and image.std() > 5
+    with pytest.raises(ValueError, match="cannot be evaluated"):
+        evaluate_generation(NextScaleGenerator.from_tokenizer(tok, cond_type="class", class_names=FAMILIES,
+                                                              width=32, depth=1, heads=2),
+                            tok, root / "data", _settings(condition="image"))

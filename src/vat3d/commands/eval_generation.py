@@ -34,6 +34,9 @@ def eval_generation(
     top_p: float = typer.Option(1.0, "--top-p", help="Top-p filtering (1 = off)."),
     num_scales: Optional[int] = typer.Option(None, "--num-scales", help="Generate only the first k scales."),
     device: str = typer.Option("cpu", help="Torch device."),
+    condition: str = typer.Option(
+        "auto", "--condition", help="Prompts for a text+image generator: auto (= text), text, image (a rendered "
+        "view of each held-out shape) or text+image."),
     sheet: bool = typer.Option(True, "--sheet/--no-sheet", help="Save eval_generation.png: held-out shapes beside their samples."),
     sheet_shapes: int = typer.Option(12, "--sheet-shapes", min=1, help="Rows of the sample sheet."),
     reference_fragmentation: bool = typer.Option(
@@ -63,7 +66,7 @@ def eval_generation(
         resolution=resolution, split=split, val_fraction=val_fraction, reference=reference, normalize=normalize,
         seed=seed, batch_size=batch_size, cfg_scale=cfg, cfg_schedule=cfg_schedule, temperature=temperature,
         top_k=top_k, top_p=top_p, num_scales=num_scales, sources=tuple(source) if source else None,
-        reference_fragmentation=reference_fragmentation, sheet_shapes=sheet_shapes)
+        reference_fragmentation=reference_fragmentation, sheet_shapes=sheet_shapes, condition=condition)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("loading held-out shapes", total=None)

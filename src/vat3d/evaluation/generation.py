@@ -71,6 +71,7 @@ class GenerationEvalSettings:
     top_p: float = 1.0
     num_scales: int | None = None
     image_size: int = 224  # renders of reference shapes for image-conditioned generators
+    condition: str = "auto"  # what a text+image generator is given: "auto" (= text), "text", "image" or "text+image"
     backend: str = "auto"  # pairwise Chamfer backend
     sources: tuple[str, ...] | None = None  # keep only held-out shapes of these sources (e.g. ("procedural",))
     reference_fragmentation: bool = True  # mesh the held-out shapes too (real and reconstructed) for the comparison
@@ -228,13 +229,33 @@ def _loo_family_accuracy(d_rr: np.ndarray, families: list[str]) -> float:
 # --------------------------------------------------------------------------- conditions
 
 
-def _condition_kwargs(generator, refs: list[dict], tokenizer, image_size: int, resolution: int) -> list[dict | str]:
-    """The pipeline keyword (text= / class_label= / image=) of each reference for this generator, or,
+#: ``GenerationEvalSettings.condition``: the prompt kind(s) given to the generator per held-out shape.
+CONDITIONS = ("auto", "text", "image", "text+image")
+
+
+def prompt_kinds(cond_type: str, condition: str = "auto") -> str:
+    """The condition a ``cond_type`` generator is evaluated with: ``condition``, or for ``"auto"`` its own
+    kind (text for a text+image generator). Raises ValueError for one the generator does not take."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    if condition == "auto":
+        return "text" if cond_type == "text+image" else cond_type
+    if condition == cond_type:
+        return condition
+    if cond_type != "text+image":
+        raise ValueError(f"a {cond_type!r}-conditioned generator cannot be evaluated with {condition!r} prompts")
+    return condition
+
+
+def _condition_kwargs(generator, refs: list[dict], tokenizer, image_size: int, resolution: int,
+                      condition: str = "auto") -> list[dict | str]:
+    """The pipeline keywords (text= / class_label= / image=) of each reference for this generator, or,
     for a reference that has no such condition (no caption for a text model, a class the generator
-    does not know), a string saying why it is skipped."""
+    does not know), a string saying why it is skipped. ``condition`` picks the prompt of a text+image
+    generator (:func:`prompt_kinds`); an image prompt is one rendered view of the held-out shape."""
     from vat3d.pipelines import cond_type_of
 
-    cond_type = cond_type_of(generator)
+    cond_type = prompt_kinds(cond_type_of(generator), condition)
     out: list[dict | str] = []
     for ref in refs:
         if cond_type == "none":
@@ -244,8 +265,11 @@ def _condition_kwargs(generator, refs: list[dict], tokenizer, image_size: int, r
             label = next((ref[key] for key in ("class", "family") if ref[key] and ref[key] in names), None)
             out.append({"class_label": label} if label is not None else
                        f"class {ref['class'] or ref['family'] or '(none)'!r} unknown to the generator")
-        elif cond_type in ("text", "text+image"):
+        elif cond_type == "text":
             out.append({"text": ref["caption"]} if ref["caption"] else "no caption")
+        elif cond_type == "text+image":
+            out.append({"text": ref["caption"], "image": _condition_image(ref, tokenizer, image_size, resolution)}
+                       if ref["caption"] else "no caption")
         elif cond_type == "image":
             out.append({"image": _condition_image(ref, tokenizer, image_size, resolution)})
         else:
@@ -365,7 +389,7 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
 
     image_conditioner = image_conditioner_of(generator)
     image_size = int(image_conditioner.image_size) if image_conditioner is not None else settings.image_size
-    conditions = _condition_kwargs(generator, refs, tokenizer, image_size, settings.resolution)
+    conditions = _condition_kwargs(generator, refs, tokenizer, image_size, settings.resolution, settings.condition)
     # Held-out shapes without this generator's kind of condition are left out of both sets (the
     # references stay the shapes whose conditions were generated from) and counted per reason.
     skipped: dict[str, int] = {}
@@ -380,7 +404,7 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
                          f"--source with such shapes")
     refs, conditions = [refs[i] for i in kept], [conditions[i] for i in kept]
 
-    # one job per (reference, repeat); consecutive jobs with the same kind of condition share a batch
+    # one job per (reference, repeat); every condition has the same keywords, so any jobs share a batch
     jobs = [(i, r) for i in range(len(refs)) for r in range(settings.samples_per_condition)]
     gen_points, empty, rows, sheet_meshes = [], [], [], {}
     seconds_tokens = seconds_decode = 0.0
@@ -388,8 +412,7 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
     for start in range(0, total, settings.batch_size):
         batch = jobs[start:start + settings.batch_size]
         kwargs_list = [conditions[i] for i, _ in batch]
-        key = next(iter(kwargs_list[0]), None)
-        merged = {key: [kw[key] for kw in kwargs_list]} if key else {}
+        merged = {key: [kw[key] for kw in kwargs_list] for key in kwargs_list[0]}
         meshes = generate_meshes(generator, tokenizer, n=len(batch), seed=settings.seed + start,
                                  cfg_scale=settings.cfg_scale, cfg_schedule=settings.cfg_schedule,
                                  temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
@@ -502,7 +525,8 @@ def markdown_report(result: dict, title: str = "Generation evaluation") -> str:
     s = result["summary"]
     lines = [f"# {title}", "",
              f"{s['num_generated']} generated shapes for {s['num_references']} held-out shapes "
-             f"(cond_type {result.get('cond_type')!s}); {result['settings']['n_points']} points per shape, "
+             f"(cond_type {result.get('cond_type')!s}, prompts: {result['settings'].get('condition', 'auto')}); "
+             f"{result['settings']['n_points']} points per shape, "
              f"normalisation {result['settings']['normalize']!r}, squared-L2 Chamfer (CD)."
              + (f" {s['num_skipped']} held-out shapes without a usable condition were left out ("
                 + ", ".join(f"{n}: {why}" for why, n in s['skipped_reasons'].items()) + ")."
