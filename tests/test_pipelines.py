@@ -80,6 +80,16 @@ def test_class_generation_outputs_meshes_and_tokens(tok, class_gen):
     assert meshes.empty == []
 
 
+def test_iso_meshes_another_level_of_the_same_tokens(tok, class_gen):
+    base = generate_meshes(class_gen, tok, class_label="mug", n=1, seed=3, resolution=RES)
+    shifted = generate_meshes(class_gen, tok, class_label="mug", n=1, seed=3, resolution=RES, iso=-1.5)
+    assert shifted.settings["iso"] == -1.5 and base.settings["iso"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(base.tokens, shifted.tokens))  # iso changes the meshing only
+    ref = tokens_to_mesh(tok, shifted.sample_tokens(0), resolution=RES, iso=-1.5)
+    assert np.allclose(ref.vertices, shifted[0].vertices)
+    assert not (len(ref.vertices) == len(base[0].vertices) and np.allclose(ref.vertices, base[0].vertices))
+
+
 def test_num_scales_and_null_condition(tok, class_gen):
     coarse = generate_meshes(class_gen, tok, class_label="chair", n=1, num_scales=2, resolution=RES)
     assert [t.shape[1] for t in coarse.tokens] == tok.scale_sizes[:2]

@@ -33,6 +33,7 @@ def eval_generation(
     top_k: int = typer.Option(0, "--top-k", help="Top-k filtering (0 = off)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Top-p filtering (1 = off)."),
     num_scales: Optional[int] = typer.Option(None, "--num-scales", help="Generate only the first k scales."),
+    iso: float = typer.Option(0.0, "--iso", help="Occupancy logit meshed as the surface (below 0: fatter shapes)."),
     device: str = typer.Option("cpu", help="Torch device."),
     condition: str = typer.Option(
         "auto", "--condition", help="Prompts for a text+image generator: auto (= text), text, image (a rendered "
@@ -66,7 +67,8 @@ def eval_generation(
         resolution=resolution, split=split, val_fraction=val_fraction, reference=reference, normalize=normalize,
         seed=seed, batch_size=batch_size, cfg_scale=cfg, cfg_schedule=cfg_schedule, temperature=temperature,
         top_k=top_k, top_p=top_p, num_scales=num_scales, sources=tuple(source) if source else None,
-        reference_fragmentation=reference_fragmentation, sheet_shapes=sheet_shapes, condition=condition)
+        reference_fragmentation=reference_fragmentation, sheet_shapes=sheet_shapes, condition=condition,
+        iso=iso)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("loading held-out shapes", total=None)
