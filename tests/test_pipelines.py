@@ -88,6 +88,14 @@ def test_iso_meshes_another_level_of_the_same_tokens(tok, class_gen):
     ref = tokens_to_mesh(tok, shifted.sample_tokens(0), resolution=RES, iso=-1.5)
     assert np.allclose(ref.vertices, shifted[0].vertices)
     assert not (len(ref.vertices) == len(base[0].vertices) and np.allclose(ref.vertices, base[0].vertices))
+    # min_piece drops the loose pieces of the same meshes (here all but the largest)
+    from vat3d.evaluation.metrics import fragmentation
+    from vat3d.geometry.pieces import surface_pieces
+
+    whole = generate_meshes(class_gen, tok, class_label="mug", n=1, seed=3, resolution=RES, min_piece=0.9)
+    assert fragmentation(base[0]) > 0  # the random tiny model draws loose pieces
+    assert whole.settings["min_piece"] == 0.9 and fragmentation(whole[0]) == 0.0
+    assert whole[0].area == pytest.approx(surface_pieces(base[0]).area_P.max())
 
 
 def test_num_scales_and_null_condition(tok, class_gen):

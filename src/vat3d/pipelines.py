@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import trimesh
 
+from vat3d.geometry.pieces import drop_small_pieces
 from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
 
 __all__ = ["GeneratedMeshes", "generate_meshes", "generate_tokens", "build_conditions", "image_conditioner_of",
@@ -293,7 +294,8 @@ def tokens_to_mesh(tokenizer, tokens: Sequence[torch.Tensor], *, resolution: int
 def generate_meshes(generator, tokenizer, *, text: str | Sequence[str] | None = None, image: Any = None,
                     class_label: Any = None, n: int = 1, seed: int | None = 0, cfg_scale: float = CFG_SCALE,
                     cfg_schedule: str = CFG_SCHEDULE, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                    resolution: int = 128, num_scales: int | None = None, iso: float = 0.0, progress=None,
+                    resolution: int = 128, num_scales: int | None = None, iso: float = 0.0,
+                    min_piece: float = 0.0, progress=None,
                     **generate_kwargs: Any) -> GeneratedMeshes:
     """Generate ``n`` meshes (in the ``[-1, 1]^3`` box) for one condition.
 
@@ -308,6 +310,8 @@ def generate_meshes(generator, tokenizer, *, text: str | Sequence[str] | None = 
         resolution: marching-cubes grid of the decoded surface.
         num_scales: decode only the first k scales (a coarser shape).
         iso: the occupancy logit meshed as the surface (0: probability 1/2; below 0 a fatter shape).
+        min_piece: drop loose pieces whose area is under this share of the surface (floaters; the
+            largest piece always stays); 0 keeps everything the decoder draws.
         progress: optional callable ``progress(done, total, stage)`` called as meshes are decoded.
 
     Returns:
@@ -316,7 +320,8 @@ def generate_meshes(generator, tokenizer, *, text: str | Sequence[str] | None = 
     """
     generator.check_tokenizer(tokenizer)
     settings = dict(n=n, seed=seed, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, temperature=temperature,
-                    top_k=top_k, top_p=top_p, resolution=resolution, num_scales=num_scales, iso=iso)
+                    top_k=top_k, top_p=top_p, resolution=resolution, num_scales=num_scales, iso=iso,
+                    min_piece=min_piece)
     start = time.perf_counter()
     tokens = generate_tokens(generator, text=text, image=image, class_label=class_label, n=n, seed=seed,
                              cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
@@ -327,7 +332,8 @@ def generate_meshes(generator, tokenizer, *, text: str | Sequence[str] | None = 
     start = time.perf_counter()
     meshes = []
     for i in range(n):
-        meshes.append(tokens_to_mesh(tokenizer, [t[i:i + 1] for t in tokens], resolution=resolution, iso=iso))
+        mesh = tokens_to_mesh(tokenizer, [t[i:i + 1] for t in tokens], resolution=resolution, iso=iso)
+        meshes.append(drop_small_pieces(mesh, min_piece) if min_piece > 0 else mesh)
         if progress is not None:
             progress(i + 1, n, "decoding")
     return GeneratedMeshes(meshes, tokens, seconds_tokens=seconds_tokens,

@@ -34,6 +34,8 @@ def eval_generation(
     top_p: float = typer.Option(1.0, "--top-p", help="Top-p filtering (1 = off)."),
     num_scales: Optional[int] = typer.Option(None, "--num-scales", help="Generate only the first k scales."),
     iso: float = typer.Option(0.0, "--iso", help="Occupancy logit meshed as the surface (below 0: fatter shapes)."),
+    min_piece: float = typer.Option(0.0, "--min-piece", min=0.0, max=0.99,
+                                    help="Drop generated pieces under this share of the surface area (0: keep all)."),
     device: str = typer.Option("cpu", help="Torch device."),
     condition: str = typer.Option(
         "auto", "--condition", help="Prompts for a text+image generator: auto (= text), text, image (a rendered "
@@ -68,7 +70,7 @@ def eval_generation(
         seed=seed, batch_size=batch_size, cfg_scale=cfg, cfg_schedule=cfg_schedule, temperature=temperature,
         top_k=top_k, top_p=top_p, num_scales=num_scales, sources=tuple(source) if source else None,
         reference_fragmentation=reference_fragmentation, sheet_shapes=sheet_shapes, condition=condition,
-        iso=iso)
+        iso=iso, min_piece=min_piece)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("loading held-out shapes", total=None)

@@ -71,6 +71,7 @@ class GenerationEvalSettings:
     top_p: float = 1.0
     num_scales: int | None = None
     iso: float = 0.0  # occupancy logit meshed as the generated surface
+    min_piece: float = 0.0  # drop generated pieces under this share of the surface (0: keep all)
     image_size: int = 224  # renders of reference shapes for image-conditioned generators
     condition: str = "auto"  # what a text+image generator is given: "auto" (= text), "text", "image" or "text+image"
     backend: str = "auto"  # pairwise Chamfer backend
@@ -418,7 +419,7 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
                                  cfg_scale=settings.cfg_scale, cfg_schedule=settings.cfg_schedule,
                                  temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
                                  resolution=settings.resolution, num_scales=settings.num_scales, iso=settings.iso,
-                                 **merged)
+                                 min_piece=settings.min_piece, **merged)
         seconds_tokens += meshes.seconds_tokens
         seconds_decode += meshes.seconds_decode
         for (i, r), mesh in zip(batch, meshes):

@@ -30,6 +30,8 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
+from vat3d.geometry.pieces import surface_pieces
+
 __all__ = [
     "sample_surface_points",
     "point_to_surface_distance",
@@ -62,15 +64,11 @@ def fragmentation(mesh: trimesh.Trimesh | None) -> float:
     """
     if _is_empty(mesh):
         return float("nan")
-    merged = trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), process=False)
-    merged.merge_vertices()
-    area_F = np.asarray(merged.area_faces, dtype=np.float64)
-    total = float(area_F.sum())
+    pieces = surface_pieces(mesh)
+    total = pieces.total_area
     if total <= 0.0:
         return float("nan")
-    labels_F = trimesh.graph.connected_component_labels(merged.face_adjacency, node_count=len(merged.faces))
-    area_C = np.bincount(labels_F, weights=area_F)
-    outside = float(total - area_C.max()) / total  # 0 up to rounding for one piece
+    outside = float(total - pieces.area_P.max()) / total  # 0 up to rounding for one piece
     return outside if outside > 1e-9 else 0.0
 
 
