@@ -59,11 +59,14 @@ def profile(configs: dict[str, dict], config: str, tokens: str, threads: int, st
     out = {}
     for name, overrides in configs.items():
         cfg = _cfg(config, overrides)
+        cond_type = cfg["model"].get("cond_type", "class")
+        data_kwargs = dict(cond_type=cond_type, batch_size=cfg["data"]["batch_size"], num_workers=0,
+                           tokenizer_fingerprint=info["tokenizer_fingerprint"])
+        # a class-conditioned model takes the data's class vocabulary, as `vat3d train-generator` gives it
+        class_names = GeneratorDataModule(tokens, **data_kwargs).dataset("all").class_names if cond_type == "class" else None
         torch.manual_seed(0)
-        module = GeneratorModule(cfg["model"], cfg.get("training"), tokenizer=tokenizer).train()
-        data = GeneratorDataModule(tokens, cond_type=module.cond_type, batch_size=cfg["data"]["batch_size"],
-                                   num_workers=0, tokenizer_fingerprint=info["tokenizer_fingerprint"],
-                                   max_steps=steps + 2)
+        module = GeneratorModule(cfg["model"], cfg.get("training"), tokenizer=tokenizer, class_names=class_names).train()
+        data = GeneratorDataModule(tokens, **data_kwargs, class_names=class_names, max_steps=steps + 2)
         data.setup("fit")
         optimizer = build_optimizer(module.model, module.cfg)["optimizer"]
         precision = resolve_precision(cfg.get("training", {}).get("precision", "auto"))

@@ -116,3 +116,18 @@ def test_generator_configs_are_text_and_image_conditioned():
     # the models of every size are built and counted in tests/test_configs.py
     for name in ["tiny", "small", "base", "large"]:
         assert load_config(name, "generator")["model"]["cond_type"] == "text+image"
+
+
+def test_compute_matched_profile_of_a_class_conditioned_size(setup):
+    """benchmarks/scaling.py --rule compute times each size with generator_study.profile; a class model
+    takes the data's class vocabulary there, as `vat3d train-generator` gives it (it used to get none)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from generator_study import profile
+
+    overrides = ["model.width=32", "model.depth=1", "model.heads=2", "model.cond_type=class",
+                 "model.conditioner_kwargs=null", "data.batch_size=4"]  # as scaling.py passes them
+    out = profile({"w32": dict(o.split("=", 1) for o in overrides)},
+                  "tiny", str(setup["tokens"]), threads=1, steps=2)
+    assert out["w32"]["s_per_step"] > 0 and out["w32"]["params_M"] > 0
