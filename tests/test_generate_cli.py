@@ -54,6 +54,22 @@ def test_generate_writes_meshes_tokens_and_sheet(models, tmp_path, fmt):
     assert sheet.size[0] > 192 and sheet.size[1] > 2 * 192
     record = json.loads((out / "sample.json").read_text())
     assert record["settings"]["seed"] == 1 and record["settings"]["top_k"] == 10 and record["label"] == "mug"
+    assert record["settings"]["min_piece"] == 0.0
+
+
+def test_generate_min_piece_keeps_one_piece(models, tmp_path):
+    from vat3d.evaluation.metrics import fragmentation
+
+    result, text = _run(models / "gen", "--tokenizer", models / "tok", "--class", "mug", "-n", 1, "-o", tmp_path,
+                        "--resolution", 24, "--views", 0, "--min-piece", 0.9)
+    assert result.exit_code == 0, text
+    assert json.loads((tmp_path / "sample.json").read_text())["settings"]["min_piece"] == 0.9
+    mesh = trimesh.load(tmp_path / "sample_000.obj", force="mesh")
+    assert len(mesh.faces) > 0 and fragmentation(mesh) == 0.0
+    result, text = _run(models / "gen", "--tokenizer", models / "tok", "--class", "mug", "-n", 1, "-o",
+                        tmp_path / "raw", "--resolution", 24, "--views", 0)  # the same sample, every piece kept
+    assert result.exit_code == 0, text
+    assert fragmentation(trimesh.load(tmp_path / "raw" / "sample_000.obj", force="mesh")) > 0.1
 
 
 def test_generate_image_and_unconditional(models, tmp_path):

@@ -30,6 +30,8 @@ def generate(
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off)."),
     resolution: int = typer.Option(128, help="Marching-cubes resolution."),
     num_scales: Optional[int] = typer.Option(None, "--num-scales", help="Stop after this many scales (coarser shapes)."),
+    min_piece: float = typer.Option(0.0, "--min-piece", min=0.0, max=0.99,
+                                    help="Drop loose pieces under this share of the surface area (0 = keep all)."),
     views: int = typer.Option(2, help="Rendered views per shape in the preview sheet (0 = no sheet)."),
     save_tokens: bool = typer.Option(True, "--save-tokens/--no-save-tokens", help="Also write each shape's .vat tokens."),
     device: str = typer.Option("cpu", help="Torch device."),
@@ -78,7 +80,8 @@ def generate(
         try:
             meshes = generate_meshes(gen, tok, text=text, image=image, class_label=class_label, n=n, seed=seed,
                                      cfg_scale=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
-                                     top_p=top_p, resolution=resolution, num_scales=num_scales, progress=progress)
+                                     top_p=top_p, resolution=resolution, num_scales=num_scales, min_piece=min_piece,
+                                     progress=progress)
         except ValueError as error:
             typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
