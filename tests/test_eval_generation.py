@@ -183,6 +183,9 @@ def test_evaluate_generation_in_range(setup, tmp_path):
     # held-out procedural shapes are remeshed at the same 20^3 (thin parts can break off there too)
     assert 0 <= s["fragmentation_real"] < 1
     assert 0 <= s["fragmentation_reconstructed"] < 1
+    # the tokenizer's ceiling: its reconstructions of the held-out shapes scored as if generated
+    assert 0 <= s["1-NNA-CD_reconstructed"] <= 1 and 0 < s["COV-CD_reconstructed"] <= 1
+    assert s["MMD-CD_reconstructed"] >= 0
     families = result["per_family"]
     assert "all" in families and sum(f["generated"] for k, f in families.items() if k != "all") == 12
     json_path, md_path = write_generation_report(result, tmp_path)
@@ -197,6 +200,7 @@ def test_sample_sheet_has_a_row_per_condition(setup, tmp_path):
     settings = _settings(samples_per_condition=2, sheet_shapes=3, reference_fragmentation=False)
     result = evaluate_generation(gen, tok, root / "data", settings, sheet_path=tmp_path / "sheet.png")
     assert math.isnan(result["summary"]["fragmentation_real"])  # not asked for
+    assert "1-NNA-CD_reconstructed" not in result["summary"]
     width, height = Image.open(result["sheet"]).size
     size, pad = 160, 4  # 3 rows of 160 px cells + a header; held-out + 2 samples per row
     assert height > 3 * (size + pad) and height < 4 * (size + pad)
