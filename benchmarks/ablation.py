@@ -136,8 +136,9 @@ def last_validation(run_dir: Path) -> dict:
         return {}
     last = rows[-1]
     usage = [float(last[k]) for k in sorted(last) if k.startswith("val/usage_s") and last[k]]
-    return {"step": int(last["step"]), "vol_iou": float(last["val/vol_iou"]), "near_iou": float(last["val/near_iou"]),
-            "cross_scale_iou": float(last["val/cross_scale_iou"]), "usage_per_scale": usage}
+    value = lambda key: float(last[key]) if last.get(key) else float("nan")  # noqa: E731 (not logged before quantizing)
+    return {"step": int(last["step"]), "vol_iou": value("val/vol_iou"), "near_iou": value("val/near_iou"),
+            "cross_scale_iou": value("val/cross_scale_iou"), "usage_per_scale": usage}
 
 
 def spread(values: list[float]) -> dict:

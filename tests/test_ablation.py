@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -56,3 +57,18 @@ def test_tokenizer_scaling_end_to_end(tmp_path):
     fit = result["fits"]["1-vol_iou"]
     assert fit["method"] == "seeds" and fit["b_ci"][0] <= fit["b"] <= fit["b_ci"][1]
     assert json.loads(out.read_text())["rule"] == "24 steps per size"
+
+
+def test_last_validation_of_a_run_that_never_quantized(tmp_path):
+    """A validation before quantization logs no cross-scale IoU: it reads as NaN, not a crash."""
+    from ablation import last_validation
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text(
+        "step,train/loss,val/vol_iou,val/near_iou,val/cross_scale_iou,val/usage_s01\n"
+        "9,0.9,,,,\n"
+        "10,,0.31,0.22,,\n")
+    row = last_validation(tmp_path)
+    assert row["step"] == 10 and row["vol_iou"] == 0.31 and row["near_iou"] == 0.22
+    assert math.isnan(row["cross_scale_iou"]) and row["usage_per_scale"] == []
+    assert last_validation(tmp_path / "missing") == {}
