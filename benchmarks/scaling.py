@@ -74,8 +74,17 @@ def fit_power_law(n_params, losses) -> dict:
     r2 = 1.0 - float((residual**2).sum()) / total if total > 0 else 1.0
     if abs(slope) < 1e-12:
         raise ValueError("flat losses: b = 0, a is undefined")
-    return {"a": float(math.exp(intercept / slope)), "b": float(slope), "r2": r2,
+    log_a = float(intercept / slope)  # a near-flat line puts a far out of float range: keep its log too
+    return {"a": _exp(log_a), "log_a": log_a, "b": float(slope), "r2": r2,
             "log_rmse": float(np.sqrt((residual**2).mean())), "points": int(len(n))}
+
+
+def _exp(x: float) -> float:
+    """exp(x), or inf / 0.0 where it leaves the float range."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf if x > 0 else 0.0
 
 
 def fit_with_interval(n_params, losses_per_size, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
@@ -97,7 +106,7 @@ def fit_with_interval(n_params, losses_per_size, *, n_boot: int = 2000, level: f
     method = "seeds" if any(len(v) > 1 for v in per_size) else "residuals"
     bs, as_ = [], []
     x = np.log(n)
-    intercept = fit["b"] * math.log(fit["a"])
+    intercept = fit["b"] * fit["log_a"]
     residual = np.log(means) - (fit["b"] * x + intercept)
     for _ in range(n_boot):
         if method == "seeds":
@@ -109,10 +118,13 @@ def fit_with_interval(n_params, losses_per_size, *, n_boot: int = 2000, level: f
         except ValueError:
             continue
         bs.append(boot["b"])
-        as_.append(boot["a"])
+        as_.append(boot["log_a"])
     tail = (1.0 - level) / 2.0 * 100.0
     ci = lambda v: [float(np.percentile(v, tail)), float(np.percentile(v, 100.0 - tail))] if v else [None, None]  # noqa: E731
-    return {**fit, "b_ci": ci(bs), "a_ci": ci(as_), "method": method, "n_boot": len(bs), "level": level}
+    log_a_ci = ci(as_)
+    a_ci = [_exp(v) if v is not None else None for v in log_a_ci]
+    return {**fit, "b_ci": ci(bs), "a_ci": a_ci, "log_a_ci": log_a_ci, "method": method, "n_boot": len(bs),
+            "level": level}
 
 
 def power_law(n, a: float, b: float):
@@ -246,8 +258,9 @@ def plot(points: list[dict], fits: dict, path: Path, count_key: str) -> Path:
         text = label
         if fit:
             grid = np.logspace(x_lo, x_hi, 50)
-            line = [xy(g, v) for g, v in zip(grid, power_law(grid, fit["a"], fit["b"]))
-                    if y_lo <= math.log10(v) <= y_hi]
+            log_a = fit.get("log_a", math.log(fit["a"]) if fit["a"] > 0 else -math.inf)
+            line = [xy(g, v) for g, v in zip(grid, np.exp(fit["b"] * (log_a + np.log(grid))))
+                    if v > 0 and y_lo <= math.log10(v) <= y_hi]
             if len(line) > 1:
                 draw.line(line, fill=color, width=2)
             text += f": L = ({fit['a']:.3g} N)^{fit['b']:.3f}  r2={fit['r2']:.3f}"
