@@ -79,12 +79,18 @@ def fit_power_law(n_params, losses) -> dict:
             "log_rmse": float(np.sqrt((residual**2).mean())), "points": int(len(n))}
 
 
-def _exp(x: float) -> float:
-    """exp(x), or inf / 0.0 where it leaves the float range."""
+def _exp(x: float) -> float | None:
+    """exp(x), or None where it leaves the float range (JSON has no infinity; ``log_a`` keeps the value)."""
     try:
-        return math.exp(x)
+        value = math.exp(x)
     except OverflowError:
-        return math.inf if x > 0 else 0.0
+        return None
+    return value if value > 0.0 else None
+
+
+def format_a(fit: dict) -> str:
+    """``a`` of a fit for printing: the number, or ``e^log_a`` where it leaves the float range."""
+    return f"{fit['a']:.4g}" if fit.get("a") is not None else f"e^{fit['log_a']:.4g}"
 
 
 def fit_with_interval(n_params, losses_per_size, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
@@ -258,12 +264,12 @@ def plot(points: list[dict], fits: dict, path: Path, count_key: str) -> Path:
         text = label
         if fit:
             grid = np.logspace(x_lo, x_hi, 50)
-            log_a = fit.get("log_a", math.log(fit["a"]) if fit["a"] > 0 else -math.inf)
+            log_a = fit["log_a"] if "log_a" in fit else math.log(fit["a"])
             line = [xy(g, v) for g, v in zip(grid, np.exp(fit["b"] * (log_a + np.log(grid))))
                     if v > 0 and y_lo <= math.log10(v) <= y_hi]
             if len(line) > 1:
                 draw.line(line, fill=color, width=2)
-            text += f": L = ({fit['a']:.3g} N)^{fit['b']:.3f}  r2={fit['r2']:.3f}"
+            text += f": L = ({format_a(fit)} N)^{fit['b']:.3f}  r2={fit['r2']:.3f}"
         draw.text((left + 10, top + 10 + 16 * i), text, fill=color, font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
@@ -392,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key, fit in fits.items():
         lo, hi = fit["b_ci"]
         interval = f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "n/a"
-        print(f"{key}: L = ({fit['a']:.4g} * N)^{fit['b']:.4f}, {fit['level']:.0%} interval of b {interval} "
+        print(f"{key}: L = ({format_a(fit)} * N)^{fit['b']:.4f}, {fit['level']:.0%} interval of b {interval} "
               f"({fit['method']} bootstrap)   r2 {fit['r2']:.3f}")
     print(f"wrote {args.out} and {png}")
     return result
