@@ -31,7 +31,7 @@ from rich.progress import track
 from vat3d.codec.api import decode_tokens, encode_mesh
 from vat3d.evaluation.metrics import compare_meshes
 from vat3d.evaluation.report import face_group
-from vat3d.geometry.io import MESH_EXTENSIONS, load_mesh
+from vat3d.geometry.io import MESH_EXTENSIONS, load_mesh, mesh_files
 from vat3d.geometry.normalize import normalize_mesh
 from vat3d.pretrained import load_tokenizer
 
@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "decode_sweep.json")
     args = ap.parse_args(argv)
-    paths = sorted(p for p in args.meshes.iterdir() if p.suffix.lower()[1:] in MESH_EXTENSIONS)[: args.limit]
+    paths = mesh_files(args.meshes)[: args.limit]
     if not paths:
         raise SystemExit(f"no meshes ({', '.join(MESH_EXTENSIONS)}) in {args.meshes}")
     model = load_tokenizer(args.model)

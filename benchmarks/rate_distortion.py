@@ -39,7 +39,7 @@ from vat3d.codec.api import decode_tokens, encode_mesh, tokens_to_bytes
 from vat3d.codec.refine import EFFORTS, label_queries, prefix_scores
 from vat3d.evaluation.metrics import compare_meshes
 from vat3d.evaluation.report import face_group
-from vat3d.geometry.io import MESH_EXTENSIONS, load_mesh
+from vat3d.geometry.io import load_mesh, mesh_files
 from vat3d.geometry.normalize import normalize_mesh
 from vat3d.pretrained import load_tokenizer
 
@@ -144,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.only_timing:
-        files = sorted(p for p in args.meshes.iterdir() if p.suffix.lower()[1:] in MESH_EXTENSIONS)
+        files = mesh_files(args.meshes)
         model = load_tokenizer(args.model)
         encode_mesh(model, files[0], effort="balanced")  # warm-up
         timing = {}
@@ -168,7 +168,7 @@ def main() -> None:
     unknown = [e for e in efforts if e not in EFFORTS]
     if unknown:
         raise SystemExit(f"unknown efforts {unknown}: choose from {list(EFFORTS)}")
-    files = sorted(p for p in args.meshes.iterdir() if p.suffix.lower()[1:] in MESH_EXTENSIONS)[: args.limit]
+    files = mesh_files(args.meshes)[: args.limit]
     model = load_tokenizer(args.model)
     rows = []
     for i, f in enumerate(track(files, description="rate-distortion")):

@@ -264,8 +264,7 @@ def plot(points: list[dict], fits: dict, path: Path, count_key: str) -> Path:
         text = label
         if fit:
             grid = np.logspace(x_lo, x_hi, 50)
-            log_a = fit["log_a"] if "log_a" in fit else math.log(fit["a"])
-            line = [xy(g, v) for g, v in zip(grid, np.exp(fit["b"] * (log_a + np.log(grid))))
+            line = [xy(g, v) for g, v in zip(grid, np.exp(fit["b"] * (fit["log_a"] + np.log(grid))))
                     if v > 0 and y_lo <= math.log10(v) <= y_hi]
             if len(line) > 1:
                 draw.line(line, fill=color, width=2)

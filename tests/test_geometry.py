@@ -248,3 +248,13 @@ def test_sample_occupancy_labels_match_stored_float16_points():
     assert abs(samples.inside_fraction - expected_fraction) < 0.03
     again = sample_occupancy(mesh, num_volume=4000, num_near=4001, seed=0)
     assert np.array_equal(again.near_points, samples.near_points)
+
+
+def test_mesh_files_lists_loadable_meshes_of_one_folder(tmp_path):
+    from vat3d.geometry.io import mesh_files
+
+    for name in ("b.OBJ", "a.ply", "notes.txt", "c.vat"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.obj").write_text("x")  # not recursive
+    assert [p.name for p in mesh_files(tmp_path)] == ["a.ply", "b.OBJ"]

@@ -333,7 +333,7 @@ def generate_meshes(generator, tokenizer, *, text: str | Sequence[str] | None = 
     meshes = []
     for i in range(n):
         mesh = tokens_to_mesh(tokenizer, [t[i:i + 1] for t in tokens], resolution=resolution, iso=iso)
-        meshes.append(drop_small_pieces(mesh, min_piece) if min_piece > 0 else mesh)
+        meshes.append(drop_small_pieces(mesh, min_piece))  # min_piece 0: the mesh itself
         if progress is not None:
             progress(i + 1, n, "decoding")
     return GeneratedMeshes(meshes, tokens, seconds_tokens=seconds_tokens,

@@ -15,6 +15,11 @@ import trimesh
 MESH_EXTENSIONS: tuple[str, ...] = ("obj", "ply", "stl", "off", "glb", "gltf")
 
 
+def mesh_files(folder: str | Path) -> list[Path]:
+    """The files directly in ``folder`` that :func:`load_mesh` accepts by extension, sorted by path."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in MESH_EXTENSIONS)
+
+
 class MeshError(ValueError):
     """A file or mesh that cannot be turned into a valid shape; ``str(err)`` is the reason."""
 
