@@ -103,6 +103,37 @@ def test_train_generator_class_conditioning_and_resume(setup, tmp_path):
     assert model.generate([names[0]], seed=0)[0].shape == (1, 1)
 
 
+def test_init_from_warm_starts_and_refuses_a_misfit(setup, tmp_path):
+    from safetensors.torch import load_file
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = ["--tokens", str(setup["tokens"]), "--set", "model.cond_type=class", "--set", "training.val_every_n_steps=100"]
+    assert _run(*args, "--run-dir", str(first), "--max-steps", "4").exit_code == 0
+    # lr 0: the warm-started run exports exactly the weights it started from
+    result = _run(*args, "--run-dir", str(second), "--max-steps", "2", "--init-from", str(first / "model"),
+                  "--set", "training.lr=0")
+    assert result.exit_code == 0, result.output
+    assert "initialised from" in result.output
+    a, b = (load_file(str(run / "model" / "model.safetensors")) for run in (first, second))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # with a learning rate it moves away from them
+    third = tmp_path / "third"
+    assert _run(*args, "--run-dir", str(third), "--max-steps", "2", "--init-from", str(first / "model"),
+                "--set", "training.lr=1e-2", "--set", "training.warmup_steps=0").exit_code == 0
+    c = load_file(str(third / "model" / "model.safetensors"))
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    bad = _run(*args, "--run-dir", str(tmp_path / "wide"), "--max-steps", "2", "--init-from", str(first / "model"),
+               "--set", "model.width=48")
+    assert bad.exit_code != 0 and "does not fit" in bad.output
+    other = NextScaleGenerator.from_tokenizer(VATokenizer.from_pretrained(setup["tok1"]), **{
+        k: v for k, v in NextScaleGenerator.from_pretrained(first / "model").config.items()
+        if k in ("width", "depth", "heads", "cond_type", "num_classes", "class_names")})
+    other.save_pretrained(tmp_path / "other")
+    bad = _run(*args, "--run-dir", str(tmp_path / "bad"), "--max-steps", "2", "--init-from", str(tmp_path / "other"))
+    assert bad.exit_code != 0 and "trained on tokens of tokenizer" in bad.output
+    assert not (tmp_path / "bad" / "model").exists()
+
+
 def test_train_generator_refuses_tokens_of_another_tokenizer(setup, tmp_path):
     result = _run("--tokens", str(setup["tokens"]), "--run-dir", str(tmp_path / "run"), "--tokenizer",
                   str(setup["tok1"]))

@@ -26,6 +26,9 @@ def train_generator(
     resume: str = opts.RESUME,
     set_: list[str] = opts.SET,
     progress: bool = opts.PROGRESS,
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Start from this generator's weights "
+                                            "(a folder or 'default'); its architecture must equal the config's "
+                                            "and it must be made for the tokens' tokenizer (and class names)."),
 ) -> None:
     """Train the generator on tokens from `vat3d tokenize`. The condition type comes from the config
     (model.cond_type: none, class, text, image or text+image). Writes checkpoints (RUN_DIR/checkpoints),
@@ -82,6 +85,9 @@ def train_generator(
     pl.seed_everything(merged(TRAINING_DEFAULTS, train_cfg)["seed"], workers=True, verbose=False)  # also the init
     module = GeneratorModule(model_cfg, train_cfg, tokenizer=tok, class_names=class_names)
     del tok
+    if init_from is not None:
+        _warm_start(module.model, init_from, info["tokenizer_fingerprint"], class_names)
+        typer.echo(f"initialised from {init_from}")
     tcfg = module.cfg
     datamodule = GeneratorDataModule(**datamodule_kwargs, class_names=class_names, seed=tcfg["seed"],
                                      max_steps=tcfg["max_steps"])
@@ -110,6 +116,27 @@ def train_generator(
         typer.echo(f"stopped at step {trainer.global_step} of {tcfg['max_steps']}; rerun to resume")
     elif trainer.global_rank == 0:
         typer.echo(f"trained {trainer.global_step} steps; model saved to {export.path}")
+
+
+def _warm_start(model, init_from: str, fingerprint: str, class_names: list[str] | None) -> None:
+    """Copy a trained generator's weights into ``model``; refuse one made for other tokens or classes."""
+    from vat3d.pretrained import load_generator
+
+    try:
+        source = load_generator(init_from)
+    except (FileNotFoundError, OSError) as err:
+        raise typer.BadParameter(f"generator {init_from!r}: {err}", param_hint="--init-from") from err
+    theirs = source.config.get("tokenizer_fingerprint")
+    if theirs not in (None, fingerprint):
+        raise typer.BadParameter(f"{init_from} was trained on tokens of tokenizer {theirs}, these tokens are of "
+                                 f"tokenizer {fingerprint}", param_hint="--init-from")
+    if class_names is not None and list(source.config.get("class_names") or []) != list(class_names):
+        raise typer.BadParameter(f"{init_from} has other class names than these tokens", param_hint="--init-from")
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise typer.BadParameter(f"{init_from} does not fit the config's model: {err}",
+                                 param_hint="--init-from") from err
 
 
 def register(app: typer.Typer) -> None:
