@@ -209,6 +209,21 @@ def final_losses(run_dir: Path) -> dict:
     return last
 
 
+def finished(run_dir: Path, steps: int) -> bool:
+    """True when ``run_dir`` holds an exported model whose last validation was at its last step."""
+    if not (run_dir / "model" / "config.json").is_file():
+        return False
+    try:
+        return final_losses(run_dir)["step"] == steps - 1
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def _train_seconds(run_dir: Path) -> float | None:
+    path = run_dir / "train_seconds.txt"
+    return float(path.read_text()) if path.is_file() else None
+
+
 def count_parameters(model_dir: Path) -> dict:
     from vat3d.models.generator import NextScaleGenerator
 
@@ -337,8 +352,18 @@ def main(argv: list[str] | None = None) -> dict:
         from generator_study import profile as profile_steps
 
         as_dict = lambda items: dict(o.split("=", 1) for o in items)  # noqa: E731
-        profile = profile_steps({n: as_dict(o) for n, o in size_overrides.items()}, args.config, str(tokens),
-                                args.threads or 1)
+        # the profile is kept in WORK/profile.json, so that a later call with more seeds trains them for the
+        # same steps as the first (a profile taken again would differ with the machine's load)
+        profile_path = work / "profile.json"
+        cached = json.loads(profile_path.read_text()) if profile_path.is_file() else {}
+        missing = {n: as_dict(o) for n, o in size_overrides.items()
+                   if cached.get(n, {}).get("overrides") != size_overrides[n]}
+        if missing:
+            fresh = profile_steps(missing, args.config, str(tokens), args.threads or 1)
+            cached.update({n: {**p, "overrides": size_overrides[n]} for n, p in fresh.items()})
+            work.mkdir(parents=True, exist_ok=True)
+            profile_path.write_text(json.dumps(cached, indent=1))
+        profile = {n: cached[n] for n in size_overrides}
         steps_by_size = {n: max(args.min_steps, int(args.minutes * 60 / p["s_per_step"])) for n, p in profile.items()}
 
     points = []
@@ -348,7 +373,10 @@ def main(argv: list[str] | None = None) -> dict:
             run_dir = work / "runs" / (size["name"] if seed == seeds[0] else f"{size['name']}-s{seed}")
             seconds = None
             n_steps = steps_by_size[size["name"]]
-            if not args.fit_only:
+            if not args.fit_only and finished(run_dir, n_steps):
+                print(f"kept {size['name']} (seed {seed}): finished {n_steps} steps earlier", flush=True)
+                seconds = _train_seconds(run_dir)
+            elif not args.fit_only:
                 overrides = size_overrides[size["name"]] + [
                     f"training.seed={seed}", f"training.val_every_n_steps={n_steps}",
                     f"training.ckpt_every_n_steps={n_steps}"]
@@ -357,6 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
                           *[x for o in overrides for x in ("--set", o)])
                 print(f"training {size['name']} (seed {seed}) for {n_steps} steps ...", flush=True)
                 seconds = run(cmd, run_dir / "train.log", env)
+                (run_dir / "train_seconds.txt").write_text(f"{seconds}\n")
             runs.append({"seed": seed, **final_losses(run_dir),
                          "train_seconds": None if seconds is None else round(seconds, 1)})
         point = {**size, **count_parameters(work / "runs" / size["name"] / "model"),

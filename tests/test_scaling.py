@@ -122,3 +122,14 @@ def test_nearly_flat_losses_fit_without_overflow(tmp_path):
     assert fit["n_boot"] > 0 and fit["b_ci"][0] <= fit["b"] <= fit["b_ci"][1]
     points = [{"params": v, "val_loss": l[0], "val_loss_last": l[0]} for v, l in zip(n, losses)]
     assert scaling.plot(points, {"val_loss": fit}, tmp_path / "flat.png", "params").is_file()
+
+
+def test_finished_runs_are_kept_only_when_they_reached_their_steps(tmp_path):
+    run = tmp_path / "run"
+    assert not scaling.finished(run, 21)
+    (run / "csv").mkdir(parents=True)
+    (run / "csv" / "metrics.csv").write_text("step,val/loss,val/loss_last\n9,3.5,3.6\n20,3.1,3.3\n")
+    assert not scaling.finished(run, 21)  # no exported model: it stopped before its end
+    (run / "model").mkdir()
+    (run / "model" / "config.json").write_text("{}")
+    assert scaling.finished(run, 21) and not scaling.finished(run, 40)
