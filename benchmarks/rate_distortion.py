@@ -23,6 +23,7 @@ of the fast files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import trimesh
 from rich.progress import track
 
 from vat3d.codec.api import decode_tokens, encode_mesh, tokens_to_bytes
@@ -40,13 +42,22 @@ from vat3d.codec.refine import EFFORTS, label_queries, prefix_scores
 from vat3d.evaluation.metrics import compare_meshes
 from vat3d.evaluation.report import face_group
 from vat3d.geometry.io import load_mesh, mesh_files
-from vat3d.geometry.normalize import normalize_mesh
+from vat3d.geometry.normalize import Transform, normalize_mesh
 from vat3d.pretrained import load_tokenizer
 
 
 
-def evaluate_prefixes(model, tokens, gt, queries, args) -> list[dict]:
-    """Bytes, F-scores and held-out IoU of every prefix of ``tokens`` (box coordinates)."""
+def evaluate_prefixes(model, tokens, gt, queries, args, frame: Transform | None = None) -> list[dict]:
+    """Bytes, F-scores and held-out IoU of every prefix of ``tokens`` (box coordinates).
+
+    ``frame``: the turn the tokens were made in (``Transform(orientation=k)``); ``gt`` and ``queries``
+    are turned the same way, and the bytes count the file's orientation byte."""
+    frame = frame or Transform()
+    if frame.orientation:
+        gt = trimesh.Trimesh(frame.apply(gt.vertices), gt.faces, process=False)
+        rot = torch.tensor(frame.rotation.T, dtype=queries.heldout_points_H3.dtype)
+        queries = dataclasses.replace(queries, train_points_Q3=queries.train_points_Q3 @ rot,
+                                      heldout_points_H3=queries.heldout_points_H3 @ rot)
     K = len(tokens)
     ious = prefix_scores(model, [torch.as_tensor(t).view(1, -1) for t in tokens], queries)[0].tolist()
     out = []
@@ -54,7 +65,7 @@ def evaluate_prefixes(model, tokens, gt, queries, args) -> list[dict]:
         res = args.resolution if k == K else args.prefix_resolution
         dec = decode_tokens(model, tokens[:k], None, resolution=res)
         scores = compare_meshes(dec, gt, n_points=args.n_points, seed=0)
-        out.append({"scales": k, "bytes": len(tokens_to_bytes(model, tokens[:k])), "resolution": res,
+        out.append({"scales": k, "bytes": len(tokens_to_bytes(model, tokens[:k], frame)), "resolution": res,
                     "heldout_iou": ious[k - 1], "fscore@0.01": scores["fscore@0.01"],
                     "fscore@0.02": scores["fscore@0.02"], "chamfer_l1": scores["chamfer_l1"]})
     return out
@@ -187,7 +198,8 @@ def main() -> None:
             shape = encode_mesh(model, gt, effort=effort)
             seconds = time.perf_counter() - t0
             row["efforts"][effort] = {"encode_s": seconds, "source": shape.source, "score": shape.score,
-                                      "prefixes": evaluate_prefixes(model, shape.tokens, gt, queries, args)}
+                                      "prefixes": evaluate_prefixes(model, shape.tokens, gt, queries, args,
+                                                                    Transform(orientation=shape.transform.orientation))}
         full = {e: round(v["prefixes"][-1]["fscore@0.02"], 3) for e, v in row["efforts"].items()}
         secs = {e: round(v["encode_s"], 1) for e, v in row["efforts"].items()}
         print(f"{f.name}: F@0.02 {full}, s {secs}", flush=True)

@@ -91,3 +91,27 @@ def test_eval_reports_each_effort_with_its_seconds(tmp_path):
     assert "Encode effort" in (out / "eval.md").read_text()
     bad = CliRunner().invoke(app, [str(a) for a in (*args, "--effort", "quick")])
     assert bad.exit_code != 0 and "--effort takes" in bad.output
+
+
+def test_eval_scores_a_turned_encoding_in_the_input_frame(monkeypatch):
+    """With an orientation search the tokens live in a turned box: the report must turn them back, so
+    a shape encoded turned by k scores as the same shape pre-turned by k and encoded without a turn."""
+    import numpy as np
+    import trimesh
+
+    from vat3d.codec import refine
+    from vat3d.evaluation.report import EvalSettings, evaluate_shape
+    from vat3d.geometry.normalize import ORIENTATIONS, normalize_mesh
+
+    torch.manual_seed(0)
+    tokenizer = VATokenizer(**{**TINY_TOKENIZER, "num_points": 512}).eval()
+    gt, _ = normalize_mesh(make_shape(3).mesh)
+    k = 9
+    pre_turned = trimesh.Trimesh(np.asarray(gt.vertices) @ ORIENTATIONS[k].T, gt.faces, process=False)
+    settings = dict(resolution=24, scale_resolution=16, n_points=2000, n_volume=2000, n_near=2000, baselines=False)
+    plain = evaluate_shape(tokenizer, pre_turned, EvalSettings(**settings))
+    monkeypatch.setattr(refine, "best_orientation", lambda *args, **kwargs: k)
+    turned = evaluate_shape(tokenizer, gt, EvalSettings(**settings, effort="oriented"))
+    assert turned["vat_bytes"] == plain["vat_bytes"] + 1
+    for key in ("vol_iou", "near_iou", "chamfer_l1", "fscore@0.02"):
+        assert turned[key] == pytest.approx(plain[key], abs=0.02), key

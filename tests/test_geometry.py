@@ -54,6 +54,40 @@ def test_normalize_round_trip_and_box():
     assert transform.to_array().shape == (4,)
 
 
+def test_orientations_are_the_24_turns_of_the_cube_in_the_documented_order():
+    from vat3d.geometry.normalize import ORIENTATIONS
+
+    assert ORIENTATIONS.shape == (24, 3, 3) and ORIENTATIONS.dtype.kind == "i"
+    assert np.array_equal(ORIENTATIONS[0], np.eye(3))
+    assert np.array_equal(ORIENTATIONS[1], np.diag([1, -1, -1]))  # perm (0,1,2), signs (1,-1,-1): docs/vat-format.md
+    assert np.array_equal(ORIENTATIONS[4], [[1, 0, 0], [0, 0, 1], [0, -1, 0]])  # perm (0,2,1), signs (1,1,-1)
+    assert len({m.tobytes() for m in ORIENTATIONS}) == 24
+    for m in ORIENTATIONS:
+        assert np.array_equal(m @ m.T, np.eye(3)) and round(np.linalg.det(m)) == 1
+    # closed under composition: a group, so every turn has its inverse among them
+    keys = {m.tobytes() for m in ORIENTATIONS}
+    assert all((a @ b).tobytes() in keys for a in ORIENTATIONS for b in ORIENTATIONS)
+
+
+@pytest.mark.parametrize("orientation", [1, 7, 23])
+def test_turned_transform_keeps_the_box_and_inverts(orientation):
+    mesh = trimesh.creation.box(extents=(3.0, 1.0, 0.5))
+    mesh.apply_translation((10.0, -4.0, 2.5))
+    _, plain = normalize_mesh(mesh)
+    turned = plain.turned(orientation)
+    assert turned != plain and turned.orientation == orientation
+    box = turned.apply(mesh.vertices)
+    assert np.abs(box).max() <= 0.95 + 1e-9 and np.isclose(np.abs(box).max(), 0.95)
+    np.testing.assert_allclose(box, plain.apply(mesh.vertices) @ turned.rotation.T, atol=1e-12)
+    np.testing.assert_allclose(turned.invert(box), mesh.vertices, atol=1e-9)
+    assert Transform.from_dict(turned.to_dict()) == turned
+    assert "orientation" not in plain.to_dict()
+    with pytest.raises(ValueError, match="turned transform"):
+        turned.to_array()
+    with pytest.raises(ValueError, match="orientation 24"):
+        plain.turned(24)
+
+
 def test_transform_rejects_bad_scale():
     with pytest.raises(ValueError):
         Transform(center=np.zeros(3), scale=0.0)

@@ -116,7 +116,7 @@ def test_model_is_left_as_it_was(model, box):
 def test_unknown_effort_is_a_clear_error():
     with pytest.raises(ValueError, match="effort must be one of"):
         effort_settings("fastest")
-    assert set(EFFORTS) == {"fast", "balanced", "best"}
+    assert set(EFFORTS) == {"fast", "oriented", "balanced", "best"}
 
 
 def test_max_bytes_keeps_the_longest_prefix_that_fits(model, box):
@@ -147,6 +147,50 @@ def test_target_iou_keeps_the_shortest_prefix_that_reaches_it(model, box):
     assert scores[k - 1] >= target and all(s < target for s in scores[: k - 1])
     assert shape.score == pytest.approx(scores[k - 1])
     assert len(read_tokens(model, shape.data)[0].tokens) == k
+
+
+def test_best_orientation_is_the_argmax_of_the_label_free_score(model, corner):
+    from vat3d.codec.refine import best_orientation, orientation_scores
+
+    points, normals, _ = surface_input(corner, model.num_points)
+    scores = orientation_scores(model, points[0], normals[0], 24)
+    assert scores.shape == (24,) and ((scores >= 0) & (scores <= 1)).all()
+    assert best_orientation(model, points[0], normals[0], 24) == int(torch.argmax(scores))
+    assert best_orientation(model, points[0], normals[0], 1) == 0
+    # batching the turns does not change their scores
+    torch.testing.assert_close(orientation_scores(model, points[0], normals[0], 24, batch_size=5), scores)
+
+
+def test_oriented_encoding_tokenizes_the_turned_shape_and_decodes_in_place(model, corner, monkeypatch):
+    """Turn k: the tokens are the fast tokens of the mesh turned by k about its centre, the file names k,
+    and decoding puts the shape back where the input was."""
+    import numpy as np
+
+    from vat3d.codec import refine
+    from vat3d.codec.api import decode_tokens
+    from vat3d.geometry.normalize import ORIENTATIONS
+
+    k = 7
+    monkeypatch.setattr(refine, "best_orientation", lambda *args, **kwargs: k)
+    shape = encode_mesh(model, corner, effort="oriented")
+    assert shape.transform.orientation == k and shape.effort == "oriented"
+    center = corner.bounds.mean(0)
+    pre_turned = trimesh.Trimesh((corner.vertices - center) @ ORIENTATIONS[k].T + center, corner.faces, process=False)
+    fast = encode_mesh(model, pre_turned)
+    assert all(np.array_equal(a, b) for a, b in zip(shape.tokens, fast.tokens))
+    assert len(shape.data) == len(fast.data) + 1  # the turn's byte
+    vat, transform = read_tokens(model, shape.data)
+    assert transform.orientation == k
+    mine = decode_tokens(model, vat.tokens, transform, resolution=32)
+    theirs = decode_tokens(model, fast.tokens, fast.transform, resolution=32)
+    assert len(mine.vertices) and len(mine.vertices) == len(theirs.vertices)
+    back = (np.asarray(theirs.vertices) - center) @ ORIENTATIONS[k] + center  # undo the turn
+    np.testing.assert_allclose(np.asarray(mine.vertices), back, atol=1e-3)
+
+
+def test_orientation_count_is_checked():
+    with pytest.raises(ValueError, match="orientations must be in"):
+        effort_settings("fast").__class__(orientations=25)
 
 
 def test_encode_meshes_batch_equals_single(model, box):

@@ -101,6 +101,7 @@ def craft(
     payloads=None,
     token_extra=0,
     raw_fields=None,
+    orientation=None,
 ) -> bytes:
     """Build a file with *valid checksums* around arbitrary (possibly invalid) fields.
 
@@ -112,7 +113,7 @@ def craft(
     prefix = (stored is not None) if prefix is None else prefix
     if raw_fields is None:
         flags = (1 if lengths is not None else 0) | (2 if gen_fp is not None else 0) | (4 if prefix else 0)
-        flags |= (8 if center_f64 is not None else 0) | extra_flags
+        flags |= (8 if center_f64 is not None else 0) | (0x10 if orientation is not None else 0) | extra_flags
         code = {"2d": 0, "1d": 1, "explicit": 2}.get(kind, kind)
         h = bytearray(magic)
         h.append(version << 5 | flags)
@@ -135,6 +136,8 @@ def craft(
             h += struct.pack("<3d", *center_f64)
         else:
             h += b"".join(varint(zigzag(q)) for q in center_q)
+        if orientation is not None:
+            h.append(orientation)
         if lengths is not None:
             h += b"".join(varint(n) for n in lengths)
     else:
@@ -495,6 +498,23 @@ def test_crafted_builder_matches_encoder():
     zeros = [np.zeros(1, int), np.zeros(4, int)]
     data = encode_vat(zeros, model_fingerprint=FP, codebook_size=64, scale_sizes=(1, 4))
     assert craft() == data
+    turned = encode_vat(zeros, model_fingerprint=FP, codebook_size=64, scale_sizes=(1, 4), orientation=5)
+    assert craft(orientation=5) == turned and len(turned) == len(data) + 1
+
+
+@pytest.mark.parametrize("orientation", [0, 1, 23])
+def test_orientation_round_trips_in_one_byte_only_when_turned(orientation):
+    tokens = random_tokens(VAT_SCHEDULE, 1024)
+    kw = dict(model_fingerprint=FP, codebook_size=1024, scale_sizes=VAT_SCHEDULE, center=(0.1, -2.0, 3.0), scale=0.5)
+    plain, turned = encode_vat(tokens, **kw), encode_vat(tokens, **kw, orientation=orientation)
+    assert len(turned) == len(plain) + (orientation != 0)
+    assert (plain == turned) == (orientation == 0)
+    vat = decode_vat(turned)
+    assert vat.header.orientation == orientation and vat.complete
+    assert all(np.array_equal(a, b) for a, b in zip(vat.tokens, tokens))
+    assert decode_vat(plain).header.orientation == 0
+    with pytest.raises(ValueError, match="orientation 24 out of range"):
+        encode_vat(tokens, **kw, orientation=24)
 
 
 @pytest.mark.parametrize(
@@ -507,7 +527,9 @@ def test_crafted_builder_matches_encoder():
         (dict(version=7), "unsupported .vat format version 7"),
         (dict(version=1), "unsupported .vat format version 1"),
         (dict(version=0), "unsupported .vat format version 0"),
-        (dict(extra_flags=0x10), "unknown flag bits 0x10"),
+        (dict(orientation=0), "orientation 0 out of range \\[1, 23\\] \\(orientation flag set\\)"),
+        (dict(orientation=24), "orientation 24 out of range"),
+        (dict(orientation=255), "orientation 255 out of range"),
         (dict(token_extra=0x80), "reserved bit 0x80"),
         (dict(kind=3), "unknown schedule kind 3"),
         (dict(bits=7, V=64), "bits_per_token 7 inconsistent with codebook size 64 \\(needs 6\\)"),

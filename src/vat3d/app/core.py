@@ -41,6 +41,7 @@ class ShapeTokens:
     tokens: list[np.ndarray]
     center: tuple[float, float, float] = (0.0, 0.0, 0.0)
     scale: float = 1.0
+    orientation: int = 0  # the axis-aligned turn the tokens were made in (vat3d.geometry.normalize.ORIENTATIONS)
     effort: str = "fast"
     score: float | None = None  # held-out IoU on the input's own labelled points (search / rate control)
     seconds: float = 0.0  # encoding time
@@ -52,7 +53,8 @@ class ShapeTokens:
     def transform(self):
         from vat3d.geometry.normalize import Transform
 
-        return Transform(center=np.asarray(self.center, dtype=np.float64), scale=self.scale)
+        return Transform(center=np.asarray(self.center, dtype=np.float64), scale=self.scale,
+                         orientation=self.orientation)
 
 
 def vat_bytes(tokenizer, shape: ShapeTokens, num_scales: int | None = None) -> bytes:
@@ -63,7 +65,7 @@ def vat_bytes(tokenizer, shape: ShapeTokens, num_scales: int | None = None) -> b
     k = shape.num_scales if num_scales is None else clamp_scales(num_scales, shape.num_scales)
     return encode_vat(shape.tokens[:k], model_fingerprint=model_fingerprint_bytes(tokenizer),
                       codebook_size=tokenizer.codebook_size, scale_sizes=tokenizer.scale_sizes,
-                      center=shape.center, scale=shape.scale)
+                      center=shape.center, scale=shape.scale, orientation=shape.orientation)
 
 
 def clamp_scales(num_scales: Any, total: int) -> int:
@@ -220,7 +222,7 @@ class AppModels:
         t = encoded.transform
         shape = ShapeTokens(name=safe_stem(path.name), tokens=[np.asarray(x) for x in encoded.tokens],
                             center=tuple(float(c) for c in t.center), scale=float(t.scale),
-                            effort=effort, score=encoded.score, seconds=encoded.seconds)
+                            orientation=t.orientation, effort=effort, score=encoded.score, seconds=encoded.seconds)
         out = self.workdir.new_dir() / f"{shape.name}.vat"
         out.write_bytes(encoded.data)
         try:

@@ -124,6 +124,9 @@ def encode_meshes(model, meshes: Sequence, *, num_points: int | None = None, see
     loaded = [m if isinstance(m, trimesh.Trimesh) else load_mesh(m) for m in meshes]
     normalized = [normalize_mesh(m, margin=margin) for m in loaded]  # (mesh in the box, transform)
     inputs = [_surface_tensors(mesh, num_points or model.num_points, seed) for mesh, _ in normalized]
+    if settings.orientations > 1:  # tokenize each shape in the axis-aligned turn its tokens keep best
+        normalized, inputs = zip(*(_turn(model, mesh, transform, p, nrm, settings, device)
+                                   for (mesh, transform), (p, nrm) in zip(normalized, inputs)))
     points = torch.cat([p for p, _ in inputs]).to(device)
     normals = torch.cat([n for _, n in inputs]).to(device)
     n = len(loaded)
@@ -180,6 +183,23 @@ def encode_meshes(model, meshes: Sequence, *, num_points: int | None = None, see
     return out
 
 
+def _turn(model, mesh: trimesh.Trimesh, transform: Transform, points_1N3: torch.Tensor, normals_1N3: torch.Tensor,
+          settings, device) -> tuple[tuple[trimesh.Trimesh, Transform], tuple[torch.Tensor, torch.Tensor]]:
+    """One shape in its best turn: (turned mesh in the box, transform), (turned points, normals)."""
+    from vat3d.codec.refine import best_orientation
+    from vat3d.geometry.normalize import ORIENTATIONS
+
+    with torch.no_grad():
+        k = best_orientation(model, points_1N3[0].to(device), normals_1N3[0].to(device), settings.orientations,
+                             offset=settings.orientation_offset)
+    if k == 0:
+        return (mesh, transform), (points_1N3, normals_1N3)
+    rotation = ORIENTATIONS[k]
+    turned = trimesh.Trimesh(np.asarray(mesh.vertices) @ rotation.T, np.asarray(mesh.faces), process=False)
+    r = torch.tensor(rotation.T, dtype=points_1N3.dtype)
+    return (turned, transform.turned(k)), (points_1N3 @ r, normals_1N3 @ r)
+
+
 def _labelled_or_none(normalized_mesh: trimesh.Trimesh, settings, seed: int):
     """The search's labelled queries of a mesh in the box, or None for an open surface with no inside."""
     from vat3d.codec.refine import label_queries
@@ -197,7 +217,8 @@ def tokens_to_bytes(model, tokens: Sequence, transform: Transform | None = None,
     """``.vat`` bytes of given tokens (raw, or entropy-coded with ``generator``)."""
     transform = transform or Transform()
     meta = dict(model_fingerprint=model_fingerprint_bytes(model), codebook_size=model.codebook_size,
-                scale_sizes=model.scale_sizes, center=transform.center, scale=transform.scale)
+                scale_sizes=model.scale_sizes, center=transform.center, scale=transform.scale,
+                orientation=transform.orientation)
     if generator is None:
         return encode_vat([np.asarray(t).reshape(-1) for t in tokens], **meta)
     return encode_entropy_vat(generator, tokens, **meta)
@@ -263,7 +284,8 @@ def read_tokens(model, data: bytes, *, max_scales: int | None = None, generator=
     if list(header.scale_sizes) != list(model.scale_sizes) or header.codebook_size != model.codebook_size:
         raise ValueError(f"the file's schedule {header.scale_sizes} / V={header.codebook_size} does not fit the "
                          f"model ({model.scale_sizes} / V={model.codebook_size})")
-    transform = Transform(center=np.asarray(header.center, dtype=np.float64), scale=header.scale)
+    transform = Transform(center=np.asarray(header.center, dtype=np.float64), scale=header.scale,
+                          orientation=header.orientation)
     return vat, transform
 
 

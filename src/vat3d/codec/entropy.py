@@ -309,19 +309,22 @@ def check_generator(generator, model_fingerprint: bytes, scale_sizes: Sequence[i
                          f"fit the tokens ({list(scale_sizes)} / V={codebook_size})")
 
 
-def _entropy_header(generator, num_payloads: int, model_fingerprint, codebook_size, scale_sizes, center, scale):
+def _entropy_header(generator, num_payloads: int, model_fingerprint, codebook_size, scale_sizes, center, scale,
+                    orientation: int = 0):
     return VatHeader(model_fingerprint=model_fingerprint, codebook_size=codebook_size,
                      scale_sizes=tuple(scale_sizes), center=tuple(center), scale=scale, coding="entropy",
                      generator_fingerprint=generator_fingerprint_bytes(generator), num_scales_stored=num_payloads,
-                     version=ENTROPY_FORMAT_VERSION)
+                     version=ENTROPY_FORMAT_VERSION, orientation=orientation)
 
 
 def encode_entropy_vat(generator, tokens_per_scale: Sequence, *, model_fingerprint: bytes, codebook_size: int,
-                       scale_sizes: Sequence[int], center=(0.0, 0.0, 0.0), scale: float = 1.0) -> bytes:
+                       scale_sizes: Sequence[int], center=(0.0, 0.0, 0.0), scale: float = 1.0,
+                       orientation: int = 0) -> bytes:
     """Entropy-coded ``.vat`` bytes (the header records the generator's fingerprint)."""
     check_generator(generator, model_fingerprint, scale_sizes, codebook_size)
     payloads = entropy_encode(generator, tokens_per_scale)
-    header = _entropy_header(generator, len(payloads), model_fingerprint, codebook_size, scale_sizes, center, scale)
+    header = _entropy_header(generator, len(payloads), model_fingerprint, codebook_size, scale_sizes, center, scale,
+                             orientation)
     return encode_vat_payloads(header, payloads)
 
 
@@ -360,7 +363,7 @@ def entropy_bytes(generator, tokenizer, shape) -> dict:
     n = int(sum(len(t) for t in shape.tokens))
     payloads = entropy_encode(generator, shape.tokens)
     header = _entropy_header(generator, len(payloads), fp, tokenizer.codebook_size, tokenizer.scale_sizes,
-                             shape.transform.center, shape.transform.scale)
+                             shape.transform.center, shape.transform.scale, shape.transform.orientation)
     data = encode_vat_payloads(header, payloads)
     info = sum(token_information(generator, shape.tokens))
     return {"entropy_bytes": len(data), "entropy_bits_per_token": 8.0 * sum(map(len, payloads)) / n,

@@ -22,6 +22,13 @@ simply not chosen.
 
 Everything is deterministic for a seed. Shapes are refined together as a batch (one Adam state
 per shape, a summed loss, so a shape's result does not depend on its batch mates).
+
+**Orientation** (``orientations > 1``, before everything else): the amortised encoder is far from
+rotation-invariant, so the shape is also tokenized turned by the first ``orientations`` of the 24
+axis-aligned rotations (:data:`vat3d.geometry.normalize.ORIENTATIONS`; the box stays the box) and
+the turn whose tokens decode best is kept; the file names it in one header byte. The score needs
+no labels (:func:`orientation_scores`): the decoded field should be outside just outside the
+surface and inside just inside, along the input's normals.
 """
 
 from __future__ import annotations
@@ -39,8 +46,8 @@ import trimesh
 from vat3d.geometry.occupancy import sample_occupancy
 from vat3d.models.modules import has_native_bf16
 
-__all__ = ["EFFORTS", "EffortSettings", "LabelledQueries", "RefineResult", "effort_settings", "heldout_iou",
-           "label_queries", "refine_tokens", "prefix_scores"]
+__all__ = ["EFFORTS", "EffortSettings", "LabelledQueries", "RefineResult", "best_orientation", "effort_settings",
+           "heldout_iou", "label_queries", "orientation_scores", "refine_tokens", "prefix_scores"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,10 @@ class EffortSettings:
     precision: of the search steps' decoder passes (forward and backward): "fp32", "bf16" (autocast) or
     "auto" (bf16 where the hardware computes it natively, as decoding does). Held-out scoring, and so
     the choice of the result, is always fp32.
+    orientations: how many of the 24 axis-aligned turns to try before anything else (1: none; the
+    first n of :data:`~vat3d.geometry.normalize.ORIENTATIONS`, identity first).
+    orientation_offset: box units off the surface, along the normals, where :func:`orientation_scores`
+    checks outside and inside.
     """
 
     latent_steps: int = 0
@@ -74,6 +85,12 @@ class EffortSettings:
     num_near: int = 32768
     heldout_fraction: float = 0.25
     precision: str = "fp32"
+    orientations: int = 1
+    orientation_offset: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.orientations <= 24:
+            raise ValueError(f"orientations must be in [1, 24], got {self.orientations}")
 
     @property
     def searches(self) -> bool:
@@ -83,6 +100,7 @@ class EffortSettings:
 #: The named efforts of ``vat3d encode --effort`` (costs on 2 CPU cores: docs/codec.md).
 EFFORTS: dict[str, EffortSettings] = {
     "fast": EffortSettings(),
+    "oriented": EffortSettings(orientations=24),
     "balanced": EffortSettings(latent_steps=100, lr=0.05, queries_per_step=4096, precision="auto"),
     "best": EffortSettings(latent_steps=300, lr=0.05),
 }
@@ -243,6 +261,38 @@ def _draw(generators: list[torch.Generator], total: int, count: int) -> torch.Te
     """Per shape, ``count`` distinct query indices out of ``total`` (its own generator): (B, count)."""
     count = min(count, total)
     return torch.stack([torch.randperm(total, generator=g)[:count] for g in generators])
+
+
+@torch.no_grad()
+def orientation_scores(model, points_N3: torch.Tensor, normals_N3: torch.Tensor, orientations: int = 24, *,
+                       offset: float = 0.02, batch_size: int = 8) -> torch.Tensor:
+    """(orientations,) label-free scores of one shape's tokens in each of the first ``orientations`` turns.
+
+    The shape (surface points and their outward normals, in the box) is turned, tokenized by the
+    amortised encoder and decoded at ``points + offset * normals`` (should be outside: logit < 0) and
+    ``points - offset * normals`` (inside: logit > 0); the score is the mean of the two hit rates, so
+    0.5 for a field that says "outside" (or "inside") everywhere.
+    """
+    from vat3d.geometry.normalize import ORIENTATIONS
+
+    rot_K33 = torch.tensor(ORIENTATIONS[:orientations], dtype=points_N3.dtype, device=points_N3.device)
+    scores = []
+    for start in range(0, orientations, batch_size):
+        r = rot_K33[start:start + batch_size]
+        p_KN3, n_KN3 = points_N3 @ r.transpose(1, 2), normals_N3 @ r.transpose(1, 2)
+        tokens = model.encode(p_KN3, n_KN3)
+        logits = model.decode_tokens(tokens, torch.cat([p_KN3 + offset * n_KN3, p_KN3 - offset * n_KN3], 1))
+        outside, inside = logits[:, : p_KN3.shape[1]], logits[:, p_KN3.shape[1]:]
+        scores.append(0.5 * ((outside < 0).float().mean(1) + (inside > 0).float().mean(1)))
+    return torch.cat(scores)
+
+
+def best_orientation(model, points_N3: torch.Tensor, normals_N3: torch.Tensor, orientations: int = 24, *,
+                     offset: float = 0.02) -> int:
+    """The turn with the highest :func:`orientation_scores` (the lowest index among ties: identity first)."""
+    if orientations <= 1:
+        return 0
+    return int(torch.argmax(orientation_scores(model, points_N3, normals_N3, orientations, offset=offset)))
 
 
 def refine_tokens(model, points_BN3: torch.Tensor, normals_BN3: torch.Tensor | None,

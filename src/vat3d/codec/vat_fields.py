@@ -48,7 +48,10 @@ _FLAG_ENTROPY = 0x01
 _FLAG_GENERATOR = 0x02
 _FLAG_PREFIX = 0x04  # K < S scales stored: K follows the schedule
 _FLAG_CENTER_F64 = 0x08  # centre stored as 3 float64 (it is too far off for the quantised form)
-_KNOWN_FLAGS = _FLAG_ENTROPY | _FLAG_GENERATOR | _FLAG_PREFIX | _FLAG_CENTER_F64
+_FLAG_ORIENTATION = 0x10  # the shape was tokenized turned: one byte (1..23) after the centre names the turn
+_KNOWN_FLAGS = _FLAG_ENTROPY | _FLAG_GENERATOR | _FLAG_PREFIX | _FLAG_CENTER_F64 | _FLAG_ORIENTATION
+#: Axis-aligned orientations a file can name (the proper rotations of the cube; 0 is the identity).
+NUM_ORIENTATIONS = 24
 # Byte 3: bits per token - 1 in bits 0-3, schedule kind in bits 4-5, explicit V in bit 6.
 _SCHEDULE_SHIFT = 4
 _SCHEDULE_2D, _SCHEDULE_1D, _SCHEDULE_EXPLICIT = 0, 1, 2

@@ -33,12 +33,14 @@ from vat3d.codec.vat_fields import (
     MAX_SCALE_TOKENS,
     MAX_TOTAL_TOKENS,
     MIN_CODEBOOK_SIZE,
+    NUM_ORIENTATIONS,
     SCALE_CHECK_BYTES,
     _F32,
     _F64x3,
     _FLAG_CENTER_F64,
     _FLAG_ENTROPY,
     _FLAG_GENERATOR,
+    _FLAG_ORIENTATION,
     _FLAG_PREFIX,
     _SCHEDULE_SHIFT,
     _TOKEN_EXPLICIT_V,
@@ -67,7 +69,8 @@ class VatHeader:
     ``scale`` is rounded to float32 and ``center`` is quantised to
     ``1 / (8192 * scale)`` (see :func:`quantize_center`).  ``bits_per_token``
     defaults to ``ceil(log2 codebook_size)`` and ``num_scales_stored`` (how many
-    leading scales the writer stored) to all of them.
+    leading scales the writer stored) to all of them.  ``orientation`` (0..23) names the
+    axis-aligned turn the shape was tokenized in (0: none; see docs/vat-format.md).
     """
 
     model_fingerprint: bytes
@@ -80,9 +83,11 @@ class VatHeader:
     num_scales_stored: int | None = None
     bits_per_token: int | None = None
     version: int = FORMAT_VERSION
+    orientation: int = 0
 
     def __post_init__(self) -> None:
         put = object.__setattr__
+        put(self, "orientation", int(self.orientation))
         fp = bytes(self.model_fingerprint)
         put(self, "model_fingerprint", fp[:FINGERPRINT_BYTES] if len(fp) >= FINGERPRINT_BYTES else fp)
         put(self, "codebook_size", int(self.codebook_size))
@@ -199,6 +204,8 @@ def _validate_header(h: VatHeader, exc: type[Exception]) -> None:
         raise exc(f"center {h.center} is not finite")
     if not (math.isfinite(h.scale) and h.scale > 0):
         raise exc(f"scale {h.scale} must be finite and > 0 (float32)")
+    if not 0 <= h.orientation < NUM_ORIENTATIONS:
+        raise exc(f"orientation {h.orientation} out of range [0, {NUM_ORIENTATIONS - 1}]")
 
 
 def _header_fields(h: VatHeader, entropy_lengths: Sequence[int] = ()) -> bytes:
@@ -210,6 +217,7 @@ def _header_fields(h: VatHeader, entropy_lengths: Sequence[int] = ()) -> bytes:
         | (_FLAG_GENERATOR if h.generator_fingerprint is not None else 0)
         | (_FLAG_PREFIX if stored < len(h.scale_sizes) else 0)
         | (_FLAG_CENTER_F64 if quanta is None else 0)
+        | (_FLAG_ORIENTATION if h.orientation else 0)
     )
     mode = schedule_kind(h.scale_sizes)
     kind = {"2d": _SCHEDULE_2D, "1d": _SCHEDULE_1D, None: _SCHEDULE_EXPLICIT}[mode]
@@ -238,6 +246,8 @@ def _header_fields(h: VatHeader, entropy_lengths: Sequence[int] = ()) -> bytes:
     else:
         for q in quanta:
             out += _varint(_zigzag(q))
+    if h.orientation:
+        out.append(h.orientation)
     for n in entropy_lengths:
         out += _varint(n)
     return bytes(out)
@@ -300,6 +310,7 @@ def encode_vat(
     scale_sizes: Sequence[int],
     center: Sequence[float] = (0.0, 0.0, 0.0),
     scale: float = 1.0,
+    orientation: int = 0,
 ) -> bytes:
     """Encode per-scale token indices into raw (bit-packed) ``.vat`` bytes.
 
@@ -316,6 +327,7 @@ def encode_vat(
         center=tuple(center),
         scale=scale,
         num_scales_stored=len(tokens),
+        orientation=orientation,
     )
     _validate_header(header, ValueError)
     payloads = []

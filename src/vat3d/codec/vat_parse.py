@@ -25,6 +25,7 @@ from vat3d.codec.vat_fields import (
     MAGIC,
     MAX_FILE_BYTES,
     MAX_SCALES,
+    NUM_ORIENTATIONS,
     MAX_SCALE_TOKENS,
     MAX_VARINT_BYTES,
     SCALE_CHECK_BYTES,
@@ -38,6 +39,7 @@ from vat3d.codec.vat_fields import (
     _FLAG_CENTER_F64,
     _FLAG_ENTROPY,
     _FLAG_GENERATOR,
+    _FLAG_ORIENTATION,
     _FLAG_PREFIX,
     _KNOWN_FLAGS,
     _MAX_SIDE,
@@ -208,6 +210,9 @@ def _parse(
         quanta = None
     else:
         quanta = [_unzigzag(cur.varint(f"center {axis}", CENTER_VARINT_BYTES)) for axis in "xyz"]
+    orientation = cur.u8("orientation") if flags & _FLAG_ORIENTATION else 0
+    if flags & _FLAG_ORIENTATION and not 1 <= orientation < NUM_ORIENTATIONS:
+        raise VatFormatError(f"orientation {orientation} out of range [1, {NUM_ORIENTATIONS - 1}] (orientation flag set)")
     entropy = bool(flags & _FLAG_ENTROPY)
     lengths = [cur.varint(f"payload length of scale {k}") for k in range(stored)] if entropy else None
 
@@ -235,6 +240,7 @@ def _parse(
         num_scales_stored=stored,
         bits_per_token=bits,
         version=version,
+        orientation=orientation,
     )
     _validate_header(header, VatFormatError)
     # One header, one byte string: refuse longer forms than the writer uses.

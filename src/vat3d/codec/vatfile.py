@@ -57,6 +57,7 @@ from vat3d.codec.vat_fields import (  # noqa: F401 - re-exported
     MAX_SCALES,
     MAX_SCALE_TOKENS,
     MAX_TOTAL_TOKENS,
+    NUM_ORIENTATIONS,
     PathLike,
     V1_MAGIC,
     VatFormatError,
@@ -103,6 +104,7 @@ __all__ = [
     "MAX_SCALES",
     "MAX_SCALE_TOKENS",
     "MAX_TOTAL_TOKENS",
+    "NUM_ORIENTATIONS",
     "V1_MAGIC",
     "VatFile",
     "VatFormatError",
@@ -143,6 +145,7 @@ def write_vat(
     center: Sequence[float] = (0.0, 0.0, 0.0),
     scale: float = 1.0,
     protect: Iterable[PathLike] = (),
+    orientation: int = 0,
 ) -> int:
     """Encode (see :func:`encode_vat`) and write atomically; returns the file size."""
     data = encode_vat(
@@ -152,6 +155,7 @@ def write_vat(
         scale_sizes=scale_sizes,
         center=center,
         scale=scale,
+        orientation=orientation,
     )
     atomic_write_bytes(path, data, protect=protect)
     return len(data)

@@ -82,7 +82,8 @@ def encode(
     out: Path = typer.Option(..., "--output", "-o", help="A .vat path (one input) or a folder."),
     seed: int = typer.Option(0, help="Seed of the surface sampling (encoding is deterministic per seed)."),
     entropy: Optional[str] = typer.Option(None, "--entropy", help="Entropy-code with this generator (or 'default')."),
-    effort: str = typer.Option("fast", "--effort", help="fast (amortised encoder), balanced or best: search the "
+    effort: str = typer.Option("fast", "--effort", help="fast (amortised encoder); oriented (the encoder in each of "
+                               "the 24 axis-aligned turns, the best kept: about 1 s); balanced or best: search the "
                                "tokens against the mesh's own occupancy (slower, never worse on held-out points)."),
     max_bytes: Optional[int] = typer.Option(None, "--max-bytes", min=1,
                                             help="Keep the longest prefix of scales whose file fits in N bytes."),
@@ -116,9 +117,10 @@ def encode(
                 if verbose:
                     score = (f", held-out IoU {shape.score:.3f} (fast {shape.fast_score:.3f})"
                              if shape.score is not None else "")
+                    turn = f", turn {shape.transform.orientation}" if shape.transform.orientation else ""
                     progress.console.print(
                         f"{src.name}: {shape.num_bytes} B, {shape.num_scales} of {len(tokenizer.scale_sizes)} "
-                        f"scales{score}, {shape.seconds:.1f} s")
+                        f"scales{score}{turn}, {shape.seconds:.1f} s")
             except Exception as error:  # report and go on with the batch
                 failed += 1
                 _fail(src, error)

@@ -26,7 +26,7 @@ from vat3d.codec.api import decode_tokens, encode_mesh
 from vat3d.evaluation.baselines import best_under_budget, draco_roundtrip, ply_bytes
 from vat3d.evaluation.metrics import compare_meshes, iou
 from vat3d.geometry.io import load_mesh
-from vat3d.geometry.normalize import normalize_mesh
+from vat3d.geometry.normalize import Transform, normalize_mesh
 from vat3d.geometry.occupancy import compute_occupancy
 from vat3d.geometry.points import sample_near_surface, sample_volume
 
@@ -66,9 +66,10 @@ def evaluate_shape(model, path_or_mesh, settings: EvalSettings, name: str | None
     vol_gt, near_gt = compute_occupancy(gt, vol_pts), compute_occupancy(gt, near_pts)
 
     t0 = time.perf_counter()
-    # gt is already in the box: identity-like transform
+    # gt is already in the box: identity-like transform, but for the turn an encoder may choose
     shape = encode_mesh(model, gt, seed=settings.seed, effort=settings.effort)
     encode_s = time.perf_counter() - t0
+    frame = Transform(orientation=shape.transform.orientation)  # gt's box -> the tokens' box and back
     K = len(shape.tokens)
     indices = [torch.as_tensor(t).long().view(1, -1) for t in shape.tokens]
     row: dict = {"name": name or str(path_or_mesh), "faces": int(len(mesh.faces)), "vat_bytes": shape.num_bytes,
@@ -78,12 +79,12 @@ def evaluate_shape(model, path_or_mesh, settings: EvalSettings, name: str | None
     occ_vol, meshes = [], {}
     for k in range(1, K + 1):
         fn = model.occupancy_fn(indices[:k])
-        v = fn(torch.from_numpy(vol_pts.astype(np.float32))).numpy() > 0
-        n = fn(torch.from_numpy(near_pts.astype(np.float32))).numpy() > 0
+        v = fn(torch.from_numpy(frame.apply(vol_pts).astype(np.float32))).numpy() > 0
+        n = fn(torch.from_numpy(frame.apply(near_pts).astype(np.float32))).numpy() > 0
         occ_vol.append(v)
         res = settings.resolution if k == K else settings.scale_resolution
         t0 = time.perf_counter()
-        dec = decode_tokens(model, shape.tokens[:k], None, resolution=res)
+        dec = decode_tokens(model, shape.tokens[:k], frame, resolution=res)
         dec_s = time.perf_counter() - t0
         scores = compare_meshes(dec, gt, n_points=settings.n_points, taus=settings.taus, seed=settings.seed)
         scale_row = {"scale": k, "tokens": int(sum(len(t) for t in shape.tokens[:k])), "resolution": res,
@@ -100,7 +101,8 @@ def evaluate_shape(model, path_or_mesh, settings: EvalSettings, name: str | None
         t0 = time.perf_counter()
         other = encode_mesh(model, gt, seed=settings.seed, effort=effort)
         seconds = time.perf_counter() - t0
-        dec = decode_tokens(model, other.tokens, None, resolution=settings.resolution)
+        dec = decode_tokens(model, other.tokens, Transform(orientation=other.transform.orientation),
+                            resolution=settings.resolution)
         scores = compare_meshes(dec, gt, n_points=settings.n_points, taus=settings.taus, seed=settings.seed)
         row["efforts"][effort] = _effort_entry(other, seconds, {k: float(v) for k, v in scores.items()})
         meshes[f"effort-{effort}"] = dec
