@@ -168,7 +168,8 @@ def main() -> None:
             timing[effort] = {"shapes": len(seconds), "median_s": float(np.median(seconds)),
                               "max_s": float(max(seconds)), "mean_s": float(np.mean(seconds))}
             print(effort, timing[effort], flush=True)
-        cli = time_cli_decode(args.model, files[: args.cli_decode_files], threads=args.threads)
+        cli = time_cli_decode(args.model, files[: args.cli_decode_files], threads=args.threads) \
+            if args.cli_decode_files else None
         print("cli decode", cli)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"model": args.model, "meshes": str(args.meshes), "threads": args.threads,
