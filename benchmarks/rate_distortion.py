@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import trimesh
 from rich.progress import track
 
 from vat3d.codec.api import decode_tokens, encode_mesh, tokens_to_bytes
@@ -50,11 +49,11 @@ from vat3d.pretrained import load_tokenizer
 def evaluate_prefixes(model, tokens, gt, queries, args, frame: Transform | None = None) -> list[dict]:
     """Bytes, F-scores and held-out IoU of every prefix of ``tokens`` (box coordinates).
 
-    ``frame``: the turn the tokens were made in (``Transform(orientation=k)``); ``gt`` and ``queries``
-    are turned the same way, and the bytes count the file's orientation byte."""
+    ``frame``: the turn the tokens were made in (``Transform(orientation=k)``): decoded meshes are turned
+    back into ``gt``'s frame (as ``vat3d eval`` does), ``queries`` into the tokens', and the bytes count
+    the file's orientation byte."""
     frame = frame or Transform()
     if frame.orientation:
-        gt = trimesh.Trimesh(frame.apply(gt.vertices), gt.faces, process=False)
         rot = torch.tensor(frame.rotation.T, dtype=queries.heldout_points_H3.dtype)
         queries = dataclasses.replace(queries, train_points_Q3=queries.train_points_Q3 @ rot,
                                       heldout_points_H3=queries.heldout_points_H3 @ rot)
@@ -63,7 +62,7 @@ def evaluate_prefixes(model, tokens, gt, queries, args, frame: Transform | None 
     out = []
     for k in range(1, K + 1):
         res = args.resolution if k == K else args.prefix_resolution
-        dec = decode_tokens(model, tokens[:k], None, resolution=res)
+        dec = decode_tokens(model, tokens[:k], frame, resolution=res)
         scores = compare_meshes(dec, gt, n_points=args.n_points, seed=0)
         out.append({"scales": k, "bytes": len(tokens_to_bytes(model, tokens[:k], frame)), "resolution": res,
                     "heldout_iou": ious[k - 1], "fscore@0.01": scores["fscore@0.01"],

@@ -187,17 +187,17 @@ def _turn(model, mesh: trimesh.Trimesh, transform: Transform, points_1N3: torch.
           settings, device) -> tuple[tuple[trimesh.Trimesh, Transform], tuple[torch.Tensor, torch.Tensor]]:
     """One shape in its best turn: (turned mesh in the box, transform), (turned points, normals)."""
     from vat3d.codec.refine import best_orientation
-    from vat3d.geometry.normalize import ORIENTATIONS
 
     with torch.no_grad():
         k = best_orientation(model, points_1N3[0].to(device), normals_1N3[0].to(device), settings.orientations,
                              offset=settings.orientation_offset)
     if k == 0:
         return (mesh, transform), (points_1N3, normals_1N3)
-    rotation = ORIENTATIONS[k]
-    turned = trimesh.Trimesh(np.asarray(mesh.vertices) @ rotation.T, np.asarray(mesh.faces), process=False)
-    r = torch.tensor(rotation.T, dtype=points_1N3.dtype)
-    return (turned, transform.turned(k)), (points_1N3 @ r, normals_1N3 @ r)
+    turned = transform.turned(k)
+    r = turned.rotation.T
+    r_t = torch.tensor(r, dtype=points_1N3.dtype)
+    mesh = trimesh.Trimesh(np.asarray(mesh.vertices) @ r, np.asarray(mesh.faces), process=False)
+    return (mesh, turned), (points_1N3 @ r_t, normals_1N3 @ r_t)
 
 
 def _labelled_or_none(normalized_mesh: trimesh.Trimesh, settings, seed: int):

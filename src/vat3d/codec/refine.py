@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
+from vat3d.geometry.normalize import ORIENTATIONS
 from vat3d.geometry.occupancy import sample_occupancy
 from vat3d.models.modules import has_native_bf16
 
@@ -89,8 +90,8 @@ class EffortSettings:
     orientation_offset: float = 0.02
 
     def __post_init__(self) -> None:
-        if not 1 <= self.orientations <= 24:
-            raise ValueError(f"orientations must be in [1, 24], got {self.orientations}")
+        if not 1 <= self.orientations <= len(ORIENTATIONS):
+            raise ValueError(f"orientations must be in [1, {len(ORIENTATIONS)}], got {self.orientations}")
 
     @property
     def searches(self) -> bool:
@@ -100,7 +101,7 @@ class EffortSettings:
 #: The named efforts of ``vat3d encode --effort`` (costs on 2 CPU cores: docs/codec.md).
 EFFORTS: dict[str, EffortSettings] = {
     "fast": EffortSettings(),
-    "oriented": EffortSettings(orientations=24),
+    "oriented": EffortSettings(orientations=len(ORIENTATIONS)),
     "balanced": EffortSettings(latent_steps=100, lr=0.05, queries_per_step=4096, precision="auto"),
     "best": EffortSettings(latent_steps=300, lr=0.05),
 }
@@ -273,8 +274,6 @@ def orientation_scores(model, points_N3: torch.Tensor, normals_N3: torch.Tensor,
     ``points - offset * normals`` (inside: logit > 0); the score is the mean of the two hit rates, so
     0.5 for a field that says "outside" (or "inside") everywhere.
     """
-    from vat3d.geometry.normalize import ORIENTATIONS
-
     rot_K33 = torch.tensor(ORIENTATIONS[:orientations], dtype=points_N3.dtype, device=points_N3.device)
     scores = []
     for start in range(0, orientations, batch_size):
