@@ -91,7 +91,7 @@ def train_args(name: str, config: str, steps: int, seed: int, data: str, run_dir
 
 def eval_args(run_dir: Path, meshes: str, limit: int | None, resolution: int) -> list[str]:
     args = ["eval", str(run_dir / "model"), meshes, "--no-baselines", "--resolution", str(resolution),
-            "-o", str(run_dir / "eval")]
+            "--effort", "fast", "-o", str(run_dir / "eval")]  # the cell's amortised encoder, one pass
     return args + (["--limit", str(limit)] if limit else [])
 
 
@@ -161,7 +161,7 @@ def prefix_sheet(models: dict[str, Path], path: Path, resolution: int, mesh=None
     rows, labels, n_cols = [], [], 0
     for name, model_dir in models.items():
         model = load_tokenizer(model_dir)
-        tokens = encode_mesh(model, mesh).tokens
+        tokens = encode_mesh(model, mesh, effort="fast").tokens  # the cell's own encoder, unturned
         row = [tokens_to_mesh(model, tokens[:k], resolution=resolution) for k in range(1, len(tokens) + 1)]
         rows.append(row)
         labels.append(name)

@@ -78,7 +78,7 @@ def train_cmd(name: str, steps: int, data: str, run_dir: Path) -> list[str]:
 
 def eval_cmd(run_dir: Path, meshes: str, limit: int | None) -> list[str]:
     cmd = [sys.executable, "-m", "vat3d", "eval", str(run_dir / "model"), meshes, "--no-baselines",
-           "--resolution", "256", "-o", str(run_dir / "eval")]
+           "--resolution", "256", "--effort", "fast", "-o", str(run_dir / "eval")]  # amortised encoder, one pass
     return cmd + (["--limit", str(limit)] if limit else [])
 
 

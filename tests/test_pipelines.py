@@ -203,3 +203,18 @@ def test_reconstruct(tok):
     assert len(boxed.mesh.faces) > 0 and np.abs(boxed.mesh.vertices).max() <= 1.0 + 1e-6
     with pytest.raises(ValueError, match="num_scales"):
         reconstruct(tok, box, num_scales=99)
+
+
+def test_reconstruct_in_the_box_undoes_the_encoders_turn(tok, monkeypatch):
+    """normalized=True gives the box frame of the input, not the frame of the turn the encoder chose."""
+    from vat3d.codec import refine
+    from vat3d.codec.api import decode_tokens
+    from vat3d.geometry.normalize import ORIENTATIONS
+
+    k = 4  # a quarter turn about x
+    monkeypatch.setattr(refine, "best_orientation", lambda *args, **kwargs: k)
+    box = trimesh.creation.box(extents=(4.0, 2.0, 1.0))
+    out = reconstruct(tok, box, resolution=RES, normalized=True, return_tokens=True)
+    turned = decode_tokens(tok, out.tokens, resolution=RES)  # the tokens' own frame: the turned box
+    assert len(out.mesh.faces) > 0 and len(out.mesh.faces) == len(turned.faces)
+    np.testing.assert_allclose(out.mesh.vertices, np.asarray(turned.vertices) @ ORIENTATIONS[k], atol=1e-5)

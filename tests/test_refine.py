@@ -8,7 +8,7 @@ import trimesh
 
 from conftest import TINY_TOKENIZER
 from vat3d.codec.api import encode_mesh, encode_meshes, read_tokens, surface_input, tokens_to_bytes
-from vat3d.codec.refine import EFFORTS, LabelledQueries, effort_settings, label_queries, refine_tokens
+from vat3d.codec.refine import EFFORTS, TURN_SEARCH_ORDER, LabelledQueries, effort_settings, label_queries, refine_tokens
 from vat3d.geometry.normalize import normalize_mesh
 from vat3d.models.tokenizer import VATokenizer
 
@@ -116,7 +116,7 @@ def test_model_is_left_as_it_was(model, box):
 def test_unknown_effort_is_a_clear_error():
     with pytest.raises(ValueError, match="effort must be one of"):
         effort_settings("fastest")
-    assert set(EFFORTS) == {"fast", "oriented", "balanced", "best"}
+    assert set(EFFORTS) == {"fast", "turned", "oriented", "balanced", "best"}
 
 
 def test_max_bytes_keeps_the_longest_prefix_that_fits(model, box):
@@ -155,10 +155,20 @@ def test_best_orientation_is_the_argmax_of_the_label_free_score(model, corner):
     points, normals, _ = surface_input(corner, model.num_points)
     scores = orientation_scores(model, points[0], normals[0], 24)
     assert scores.shape == (24,) and ((scores >= 0) & (scores <= 1)).all()
-    assert best_orientation(model, points[0], normals[0], 24) == int(torch.argmax(scores))
+    for k in (24, 6, 2):  # the first k turns of the search order, the earliest in that order among ties
+        turns = list(TURN_SEARCH_ORDER[:k])
+        assert best_orientation(model, points[0], normals[0], k) == turns[int(torch.argmax(scores[turns]))]
     assert best_orientation(model, points[0], normals[0], 1) == 0
-    # batching the turns does not change their scores
+    # a subset of turns scores as in the full list; batching the turns changes nothing
+    torch.testing.assert_close(orientation_scores(model, points[0], normals[0], [14, 3, 0]), scores[[14, 3, 0]])
     torch.testing.assert_close(orientation_scores(model, points[0], normals[0], 24, batch_size=5), scores)
+
+
+def test_turn_search_order_is_every_turn_once_identity_first():
+    from vat3d.geometry.normalize import ORIENTATIONS
+
+    assert TURN_SEARCH_ORDER[0] == 0 and sorted(TURN_SEARCH_ORDER) == list(range(len(ORIENTATIONS)))
+    assert effort_settings("turned").orientations == 6 and effort_settings("oriented").orientations == 24
 
 
 def test_oriented_encoding_tokenizes_the_turned_shape_and_decodes_in_place(model, corner, monkeypatch):
@@ -176,7 +186,7 @@ def test_oriented_encoding_tokenizes_the_turned_shape_and_decodes_in_place(model
     assert shape.transform.orientation == k and shape.effort == "oriented"
     center = corner.bounds.mean(0)
     pre_turned = trimesh.Trimesh((corner.vertices - center) @ ORIENTATIONS[k].T + center, corner.faces, process=False)
-    fast = encode_mesh(model, pre_turned)
+    fast = encode_mesh(model, pre_turned, effort="fast")
     assert all(np.array_equal(a, b) for a, b in zip(shape.tokens, fast.tokens))
     assert len(shape.data) == len(fast.data) + 1  # the turn's byte
     vat, transform = read_tokens(model, shape.data)

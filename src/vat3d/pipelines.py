@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import trimesh
 
+from vat3d.codec.effort_defaults import DEFAULT_EFFORT
 from vat3d.geometry.pieces import drop_small_pieces
 from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
 
@@ -351,20 +352,22 @@ class Reconstruction:
 
 
 def reconstruct(tokenizer, mesh: "str | os.PathLike | trimesh.Trimesh", num_scales: int | None = None,
-                resolution: int = 256, *, seed: int = 0, normalized: bool = False,
+                resolution: int = 256, *, seed: int = 0, normalized: bool = False, effort: Any = DEFAULT_EFFORT,
                 return_tokens: bool = False) -> "trimesh.Trimesh | Reconstruction":
     """Tokenize a mesh and decode it again (the first ``num_scales`` scales).
 
-    Returns the decoded mesh in the input's units (``normalized=True``: in the ``[-1, 1]^3`` box);
-    with ``return_tokens`` a :class:`Reconstruction` with the tokens and the ``.vat`` size too.
+    Returns the decoded mesh in the input's units (``normalized=True``: in the ``[-1, 1]^3`` box, unturned
+    whatever turn the encoder chose); with ``return_tokens`` a :class:`Reconstruction` with the tokens
+    (in the turn the encoder chose) and the ``.vat`` size too. ``effort``: as :func:`vat3d.codec.api.encode_mesh`.
     """
     from vat3d.codec.api import decode_tokens, encode_mesh
+    from vat3d.geometry.normalize import Transform
 
     if num_scales is not None and not 1 <= num_scales <= len(tokenizer.scale_sizes):
         raise ValueError(f"num_scales must lie in 1..{len(tokenizer.scale_sizes)}, got {num_scales}")
-    encoded = encode_mesh(tokenizer, mesh, seed=seed)
-    out = decode_tokens(tokenizer, encoded.tokens, None if normalized else encoded.transform,
-                        resolution=resolution, num_scales=num_scales)
+    encoded = encode_mesh(tokenizer, mesh, seed=seed, effort=effort)
+    transform = Transform(orientation=encoded.transform.orientation) if normalized else encoded.transform
+    out = decode_tokens(tokenizer, encoded.tokens, transform, resolution=resolution, num_scales=num_scales)
     if return_tokens:
         return Reconstruction(out, encoded.tokens[: num_scales or len(encoded.tokens)], encoded.num_bytes)
     return out

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from vat3d.codec.effort_defaults import DEFAULT_EFFORT
 from vat3d.models.sampling_defaults import CFG_SCALE
 
 #: The mesh formats the app accepts (lower case, with the dot).
@@ -42,7 +43,7 @@ class ShapeTokens:
     center: tuple[float, float, float] = (0.0, 0.0, 0.0)
     scale: float = 1.0
     orientation: int = 0  # the axis-aligned turn the tokens were made in (vat3d.geometry.normalize.ORIENTATIONS)
-    effort: str = "fast"
+    effort: str = DEFAULT_EFFORT
     score: float | None = None  # held-out IoU on the input's own labelled points (search / rate control)
     seconds: float = 0.0  # encoding time
 
@@ -193,7 +194,7 @@ class AppModels:
         return int(self.max_upload_mb * 1_000_000)
 
     # -- reconstruct --
-    def encode(self, upload: str | os.PathLike | None, effort: str = "fast", max_bytes: Any = None,
+    def encode(self, upload: str | os.PathLike | None, effort: str = DEFAULT_EFFORT, max_bytes: Any = None,
                target_iou: Any = None) -> tuple[ShapeTokens, Path, int]:
         """Check, load and tokenize an upload: (tokens, path of its .vat, .vat size in bytes).
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from vat3d.app.core import (DEFAULT_MAX_UPLOAD_MB, DEFAULT_RESOLUTION, RESOLUTIONS, UPLOAD_SUFFIXES, AppError,
                             AppModels, ShapeTokens, example_meshes)
+from vat3d.codec.effort_defaults import DEFAULT_EFFORT
 from vat3d.codec.refine import EFFORTS
 from vat3d.models.sampling_defaults import CFG_SCALE
 
@@ -71,7 +72,7 @@ def build_app(tokenizer, generator=None, max_upload_mb: float = DEFAULT_MAX_UPLO
     example_files = example_meshes(models.workdir.root) if examples else []
 
     # ---- handlers: never raise, always leave the page usable ----
-    def on_upload(path: str | None, num_scales: Any, resolution: Any, effort: str = "fast", max_bytes: Any = 0,
+    def on_upload(path: str | None, num_scales: Any, resolution: Any, effort: str = DEFAULT_EFFORT, max_bytes: Any = 0,
                   target_iou: Any = 0):
         if not path:  # cleared
             return None, None, None, None, "", "Upload a mesh or pick an example."
@@ -133,7 +134,7 @@ def build_app(tokenizer, generator=None, max_upload_mb: float = DEFAULT_MAX_UPLO
                                              label="Decode resolution (marching-cubes grid)",
                                              elem_id="decode-resolution")
                     with gr.Accordion("Encoding: effort and rate", open=False):
-                        effort = gr.Dropdown(choices=list(EFFORTS), value="fast", elem_id="encode-effort",
+                        effort = gr.Dropdown(choices=list(EFFORTS), value=DEFAULT_EFFORT, elem_id="encode-effort",
                                              label="Effort (balanced/best search the tokens against the mesh: "
                                                    "seconds, never worse)")
                         max_bytes = gr.Number(value=0, precision=0, minimum=0, elem_id="max-bytes",

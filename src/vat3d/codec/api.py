@@ -29,6 +29,7 @@ from vat3d.codec.vatfile import (
     encode_vat,
     fingerprint_matches,
 )
+from vat3d.codec.effort_defaults import DEFAULT_EFFORT
 from vat3d.codec.entropy import decode_entropy_vat, encode_entropy_vat
 from vat3d.codec.fingerprint import model_fingerprint_bytes
 from vat3d.geometry.io import MeshError, load_mesh
@@ -55,7 +56,7 @@ class EncodedShape:
     tokens: list[np.ndarray]
     transform: Transform
     data: bytes  # the .vat file contents
-    effort: str = "fast"
+    effort: str = DEFAULT_EFFORT
     seconds: float = 0.0
     score: float | None = None
     fast_score: float | None = None
@@ -88,12 +89,13 @@ def _surface_tensors(normalized: trimesh.Trimesh, num_points: int, seed: int) ->
 
 
 def encode_mesh(model, mesh: "str | os.PathLike | trimesh.Trimesh", *, num_points: int | None = None,
-                seed: int = 0, margin: float = 0.05, generator=None, effort="fast",
+                seed: int = 0, margin: float = 0.05, generator=None, effort=DEFAULT_EFFORT,
                 max_bytes: int | None = None, target_iou: float | None = None) -> EncodedShape:
     """Tokenize one mesh (deterministic for a given seed) and build its ``.vat`` bytes.
 
     ``generator``: entropy-code the tokens with this generator as prior (else raw bit-packing).
-    ``effort``: ``"fast"`` (the amortised encoder), ``"balanced"`` or ``"best"`` (search the tokens
+    ``effort``: ``"fast"`` (the amortised encoder), ``"turned"`` (the default: the amortised encoder in six
+    axis-aligned turns, the best-scoring one kept; ``"oriented"`` tries all 24), ``"balanced"`` or ``"best"`` (search the tokens
     against the mesh's own occupancy, never worse than ``"fast"`` on held-out queries; an
     :class:`~vat3d.codec.refine.EffortSettings` also works). See :mod:`vat3d.codec.refine`. An open
     surface with no inside cannot be labelled, so it is not searched: it keeps the ``"fast"`` tokens
@@ -107,7 +109,7 @@ def encode_mesh(model, mesh: "str | os.PathLike | trimesh.Trimesh", *, num_point
 
 
 def encode_meshes(model, meshes: Sequence, *, num_points: int | None = None, seed: int = 0, margin: float = 0.05,
-                  generator=None, effort="fast", max_bytes: int | None = None, target_iou: float | None = None,
+                  generator=None, effort=DEFAULT_EFFORT, max_bytes: int | None = None, target_iou: float | None = None,
                   ) -> list[EncodedShape]:
     """:func:`encode_mesh` of several meshes, searched together as one batch (same results as one by one)."""
     from vat3d.codec.refine import effort_settings, heldout_iou, prefix_scores, refine_tokens

@@ -23,6 +23,7 @@ import torch
 import trimesh
 
 from vat3d.codec.api import decode_tokens, encode_mesh
+from vat3d.codec.effort_defaults import DEFAULT_EFFORT
 from vat3d.evaluation.baselines import best_under_budget, draco_roundtrip, ply_bytes
 from vat3d.evaluation.metrics import compare_meshes, iou
 from vat3d.geometry.io import load_mesh
@@ -47,7 +48,7 @@ class EvalSettings:
     seed: int = 0
     taus: Sequence[float] = (0.01, 0.02, 0.05)
     extra_bytes: Callable | None = field(default=None, repr=False)  # shape -> {name: bytes} (entropy coding)
-    effort: str = "fast"             # encode effort of the main rows (vat3d.codec.refine)
+    effort: str = DEFAULT_EFFORT     # encode effort of the main rows (vat3d.codec.refine)
     extra_efforts: Sequence[str] = ()  # also encode with these, full-scale metrics only (row["efforts"])
 
 

@@ -91,7 +91,8 @@ class ConvUpsampler(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        # channels-last convolutions are ~2x faster on CPUs (oneDNN) and tensor cores; same values to ~1e-5
+        return self.net(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class TriplaneDecoder(nn.Module):
