@@ -180,3 +180,19 @@ def test_token_dataset(tokens_dir):
     assert torch.equal(batch_conditions(batch, "class"), batch["label"])
     assert [t.shape for t in split_tokens(batch["tokens"], train.scale_sizes)] == [t.shape for t in batch["indices"]]
     assert "image" not in TokenDataset(tokens_dir, "all", images=False).item(0)
+
+
+def test_token_folder_records_every_data_folder_tokenized_into_it(tmp_path, prepared, tokenizers):
+    import shutil
+
+    tokenizer = VATokenizer.from_pretrained(tokenizers[0])
+    second = tmp_path / "second"
+    shutil.copytree(prepared, second)
+    out = tmp_path / "tokens"
+    tokenize_dataset(tokenizer, prepared, out, num_views=0, limit=1)
+    assert read_token_info(out)["data_dirs"] == [str(prepared.resolve())]
+    tokenize_dataset(tokenizer, second, out, num_views=0, limit=1)
+    tokenize_dataset(tokenizer, prepared, out, num_views=0, limit=1)  # a folder already listed is not listed twice
+    info = read_token_info(out)
+    assert info["data_dirs"] == [str(prepared.resolve()), str(second.resolve())]
+    assert info["data"] == str(prepared.resolve())  # the last run's folder, as before

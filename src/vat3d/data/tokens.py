@@ -169,8 +169,13 @@ def _write_info(out_dir: Path, tokenizer, settings: TokenizeSettings, model_ref:
                 overwrite: bool) -> dict:
     fingerprint = tokenizer.fingerprint()
     path = out_dir / INFO_NAME
+    here = str(data_dir.resolve())
+    data_dirs = [here]
     if path.is_file() and not overwrite:
         old = json.loads(path.read_text() or "{}")
+        # every prepared folder tokenized into this one, in order (folders written before 2026-12-07 kept only "data")
+        data_dirs = list(old.get("data_dirs") or ([old["data"]] if old.get("data") else []))
+        data_dirs += [here] if here not in data_dirs else []
         if old.get("tokenizer_fingerprint") not in (None, fingerprint):
             raise TokenizerMismatchError(
                 f"{out_dir} holds tokens of tokenizer {old['tokenizer_fingerprint']}, this is tokenizer {fingerprint}: "
@@ -184,7 +189,8 @@ def _write_info(out_dir: Path, tokenizer, settings: TokenizeSettings, model_ref:
         "num_tokens": int(sum(tokenizer.scale_sizes)),
         "settings": settings.to_dict(),
         "settings_hash": settings.hash(fingerprint),
-        "data": str(data_dir.resolve()),
+        "data": here,  # the folder of the last run
+        "data_dirs": data_dirs,
     }
     atomic_write_text(path, json.dumps(info, indent=2) + "\n")
     return info
