@@ -16,7 +16,6 @@ import typer
 
 from vat3d.codec.effort_defaults import DEFAULT_EFFORT
 
-MESH_SUFFIXES = {".obj", ".ply", ".stl", ".off", ".glb", ".gltf"}
 OUT_SUFFIXES = {".obj", ".ply", ".glb", ".stl", ".off"}
 # Face budget of decoded meshes: on 12 held-out real meshes, simplifying the 256^3 decode (170K-1M faces) to
 # 20K faces changed F@0.01 against the input by at most 0.003 (docs/codec.md, "Meshes sized for use").
@@ -98,13 +97,14 @@ def encode(
 
     from vat3d.codec.api import encode_mesh
     from vat3d.codec.refine import EFFORTS
+    from vat3d.geometry.io import MESH_EXTENSIONS
     from vat3d.pretrained import load_tokenizer
 
     if effort not in EFFORTS:
         raise typer.BadParameter(f"--effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
     tokenizer = load_tokenizer(model)
     generator = load_entropy_generator(entropy, tokenizer) if entropy else None
-    files = _expand(inputs, MESH_SUFFIXES)
+    files = _expand(inputs, {f".{ext}" for ext in MESH_EXTENSIONS})
     targets = _targets(files, inputs, out, ".vat")
     total, failed, seconds = 0, 0, 0.0
     verbose = effort not in ("fast", DEFAULT_EFFORT) or target_iou is not None or max_bytes is not None
