@@ -226,7 +226,8 @@ def main() -> None:
     if args.meshes:
         import trimesh
 
-        from vat3d.commands.codec import MESH_SUFFIXES, _expand
+        from vat3d.commands.codec import _expand
+        from vat3d.geometry.io import MESH_SUFFIXES
 
         paths = _expand([Path(args.meshes)], MESH_SUFFIXES)
         meshes = [trimesh.load(p, force="mesh") for p in paths[: args.shapes]]

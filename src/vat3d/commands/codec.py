@@ -22,7 +22,7 @@ OUT_SUFFIXES = {".obj", ".ply", ".glb", ".stl", ".off"}
 DEFAULT_DECODE_FACES = 20000
 
 
-def _expand(inputs: list[Path], suffixes: set[str]) -> list[Path]:
+def _expand(inputs: list[Path], suffixes: "set[str] | frozenset[str]") -> list[Path]:
     files: list[Path] = []
     for item in inputs:
         if item.is_dir():
@@ -97,14 +97,14 @@ def encode(
 
     from vat3d.codec.api import encode_mesh
     from vat3d.codec.refine import EFFORTS
-    from vat3d.geometry.io import MESH_EXTENSIONS
+    from vat3d.geometry.io import MESH_SUFFIXES
     from vat3d.pretrained import load_tokenizer
 
     if effort not in EFFORTS:
         raise typer.BadParameter(f"--effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
     tokenizer = load_tokenizer(model)
     generator = load_entropy_generator(entropy, tokenizer) if entropy else None
-    files = _expand(inputs, {f".{ext}" for ext in MESH_EXTENSIONS})
+    files = _expand(inputs, MESH_SUFFIXES)
     targets = _targets(files, inputs, out, ".vat")
     total, failed, seconds = 0, 0, 0.0
     verbose = effort not in ("fast", DEFAULT_EFFORT) or target_iou is not None or max_bytes is not None

@@ -33,7 +33,8 @@ def evaluate(
     from rich.console import Console
     from rich.progress import track
 
-    from vat3d.commands.codec import MESH_SUFFIXES, _expand
+    from vat3d.commands.codec import _expand
+    from vat3d.geometry.io import MESH_SUFFIXES
     from vat3d.evaluation.report import EvalSettings, evaluate_shape, write_report
     from vat3d.pretrained import load_tokenizer
 

@@ -13,6 +13,8 @@ import trimesh
 
 #: File extensions that :func:`load_mesh` accepts (lower case, without the dot).
 MESH_EXTENSIONS: tuple[str, ...] = ("obj", "ply", "stl", "off", "glb", "gltf")
+#: The same as file suffixes (".obj", ...), for matching ``Path.suffix``.
+MESH_SUFFIXES: frozenset[str] = frozenset(f".{ext}" for ext in MESH_EXTENSIONS)
 
 
 def mesh_files(folder: str | Path) -> list[Path]:
