@@ -8,7 +8,8 @@ import trimesh
 
 from conftest import TINY_TOKENIZER
 from vat3d.codec.api import encode_mesh, encode_meshes, read_tokens, surface_input, tokens_to_bytes
-from vat3d.codec.refine import EFFORTS, TURN_SEARCH_ORDER, LabelledQueries, effort_settings, label_queries, refine_tokens
+from vat3d.codec.refine import (EFFORTS, TURN_SEARCH_ORDER, LabelledQueries, effort_settings, label_queries,
+                                refine_tokens)
 from vat3d.geometry.normalize import normalize_mesh
 from vat3d.models.tokenizer import VATokenizer
 

@@ -95,9 +95,9 @@ def encode_mesh(model, mesh: "str | os.PathLike | trimesh.Trimesh", *, num_point
 
     ``generator``: entropy-code the tokens with this generator as prior (else raw bit-packing).
     ``effort``: ``"fast"`` (the amortised encoder), ``"turned"`` (the default: the amortised encoder in six
-    axis-aligned turns, the best-scoring one kept; ``"oriented"`` tries all 24), ``"balanced"`` or ``"best"`` (search the tokens
-    against the mesh's own occupancy, never worse than ``"fast"`` on held-out queries; an
-    :class:`~vat3d.codec.refine.EffortSettings` also works). See :mod:`vat3d.codec.refine`. An open
+    axis-aligned turns, the best-scoring one kept; ``"oriented"`` tries all 24), ``"balanced"`` or
+    ``"best"`` (search the tokens against the mesh's own occupancy, never worse than ``"fast"`` on held-out
+    queries; an :class:`~vat3d.codec.refine.EffortSettings` also works). See :mod:`vat3d.codec.refine`. An open
     surface with no inside cannot be labelled, so it is not searched: it keeps the ``"fast"`` tokens
     (``source`` says so, ``score`` is None) and rate control by ``target_iou`` keeps all its scales.
     Rate control: ``target_iou`` keeps the shortest prefix of scales whose held-out IoU reaches it

@@ -48,8 +48,9 @@ from vat3d.geometry.normalize import ORIENTATIONS
 from vat3d.geometry.occupancy import sample_occupancy
 from vat3d.models.modules import has_native_bf16
 
-__all__ = ["DEFAULT_EFFORT", "EFFORTS", "EffortSettings", "LabelledQueries", "RefineResult", "TURN_SEARCH_ORDER", "best_orientation",
-           "effort_settings", "heldout_iou", "label_queries", "orientation_scores", "refine_tokens", "prefix_scores"]
+__all__ = ["DEFAULT_EFFORT", "EFFORTS", "EffortSettings", "LabelledQueries", "RefineResult", "TURN_SEARCH_ORDER",
+           "best_orientation", "effort_settings", "heldout_iou", "label_queries", "orientation_scores", "refine_tokens",
+           "prefix_scores"]
 
 #: The order in which turns are tried (indices into ``ORIENTATIONS``, identity first): each next turn is
 #: the one that raised the label-free pick's mean F@0.02 most on 43 held-out package meshes of the

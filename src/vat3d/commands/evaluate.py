@@ -21,7 +21,8 @@ def evaluate(
     baselines: bool = typer.Option(True, help="Run Draco and simplification + Draco."),
     entropy: Optional[str] = typer.Option(None, "--entropy", help="Also report entropy-coded bytes with this generator."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N meshes."),
-    effort: str = typer.Option(DEFAULT_EFFORT, "--effort", help="Encode effort(s), comma-separated (fast, turned, oriented, balanced, best): "
+    effort: str = typer.Option(DEFAULT_EFFORT, "--effort", help="Encode effort(s), comma-separated (fast, turned, "
+                               "oriented, balanced, best): "
                                "the first makes the main table, each one gets a row of quality and seconds."),
 ) -> None:
     """Evaluate a tokenizer on meshes it should reconstruct; prints a Markdown table.
