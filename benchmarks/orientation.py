@@ -28,16 +28,16 @@ import trimesh
 
 from vat3d.codec.api import decode_tokens, encode_meshes
 from vat3d.codec.refine import label_queries, orientation_scores
-from vat3d.data.source_items import load_collada
+from vat3d.data.source_items import load_source_mesh
 from vat3d.evaluation.metrics import compare_meshes
-from vat3d.geometry.io import load_mesh, mesh_files
+from vat3d.geometry.io import mesh_files
 from vat3d.geometry.normalize import ORIENTATIONS, normalize_mesh
 from vat3d.geometry.points import sample_surface
 from vat3d.pretrained import load_tokenizer
 
 
 def study_mesh(model, path: Path, resolution: int, n_points: int) -> dict:
-    gt, _ = normalize_mesh(load_collada(path) if path.suffix.lower() == ".dae" else load_mesh(path))
+    gt, _ = normalize_mesh(load_source_mesh(path))
     points, normals = sample_surface(gt, model.num_points, seed=0)
     free = orientation_scores(model, torch.from_numpy(points.astype(np.float32)),
                               torch.from_numpy(normals.astype(np.float32)), len(ORIENTATIONS)).tolist()

@@ -30,8 +30,7 @@ import torch
 from vat3d.codec.refine import TURN_SEARCH_ORDER, orientation_scores
 from vat3d.data.dataset import split_of
 from vat3d.data.metadata import read_metadata
-from vat3d.data.source_items import load_collada
-from vat3d.geometry.io import load_mesh
+from vat3d.data.source_items import load_source_mesh
 from vat3d.geometry.normalize import ORIENTATIONS, normalize_mesh
 from vat3d.geometry.points import sample_surface
 from vat3d.pretrained import load_tokenizer
@@ -61,9 +60,10 @@ def pairwise(z: np.ndarray) -> np.ndarray:
 def training_scores(model, data: Path, count: int, cache: Path) -> dict:
     rows = [r for r in read_metadata(data, status="done") if split_of(r["id"]) == "train"]
     np.random.default_rng(0).shuffle(rows)
+    rows = rows[:count]
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     start = time.perf_counter()
-    for row in rows[:count]:
+    for row in rows:
         if row["id"] in done:
             continue
         with np.load(data / row["file"]) as shape:
@@ -76,7 +76,8 @@ def training_scores(model, data: Path, count: int, cache: Path) -> dict:
             cache.write_text(json.dumps(done))
             print(f"{len(done)} shapes scored ({time.perf_counter() - start:.0f} s)", flush=True)
     cache.write_text(json.dumps(done))
-    return {k: v for k, v in done.items() if k in {r["id"] for r in rows[:count]}}
+    wanted = {r["id"] for r in rows}
+    return {k: v for k, v in done.items() if k in wanted}
 
 
 def fit(data: Path, scored: dict, ridge: float) -> dict:
@@ -103,7 +104,7 @@ def evaluate(prior: dict, study: Path, root: Path | None) -> dict:
     for row in rows:
         path = Path(row["name"])
         path = path if path.is_absolute() or root is None else root / path
-        gt, _ = normalize_mesh(load_collada(path) if path.suffix.lower() == ".dae" else load_mesh(path))
+        gt, _ = normalize_mesh(load_source_mesh(path))
         points, normals = sample_surface(gt, 4096, seed=0)
         z = (turn_features(np.asarray(points, np.float64), np.asarray(normals, np.float64)) - prior["mu"]) / prior["sd"]
         preds[row["name"]] = {name: expand(z) @ w for name, (expand, w) in prior["models"].items()}

