@@ -43,12 +43,11 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
-from vat3d.codec.effort_defaults import DEFAULT_EFFORT
 from vat3d.geometry.normalize import ORIENTATIONS
 from vat3d.geometry.occupancy import sample_occupancy
 from vat3d.models.modules import has_native_bf16
 
-__all__ = ["DEFAULT_EFFORT", "EFFORTS", "EffortSettings", "LabelledQueries", "RefineResult", "TURN_SEARCH_ORDER",
+__all__ = ["EFFORTS", "EffortSettings", "LabelledQueries", "RefineResult", "TURN_SEARCH_ORDER",
            "best_orientation", "effort_settings", "heldout_iou", "label_queries", "orientation_scores", "refine_tokens",
            "prefix_scores"]
 
