@@ -89,9 +89,9 @@ def train_args(name: str, config: str, steps: int, seed: int, data: str, run_dir
     return args
 
 
-def eval_args(run_dir: Path, meshes: str, limit: int | None, resolution: int) -> list[str]:
+def eval_args(run_dir: Path, meshes: str, limit: int | None, resolution: int, eval_dir: str = "eval") -> list[str]:
     args = ["eval", str(run_dir / "model"), meshes, "--no-baselines", "--resolution", str(resolution),
-            "--effort", "fast", "-o", str(run_dir / "eval")]  # the cell's amortised encoder, one pass
+            "--effort", "fast", "-o", str(run_dir / eval_dir)]  # the cell's amortised encoder, one pass
     return args + (["--limit", str(limit)] if limit else [])
 
 
@@ -177,7 +177,7 @@ def report(names, seeds, prof, steps, args) -> dict:
         for seed in seeds:
             run_dir = args.work / n / f"seed{seed}"
             row = {"seed": seed, **last_validation(run_dir)}
-            ev = run_dir / "eval" / "eval.json"
+            ev = run_dir / args.eval_dir / "eval.json"
             if ev.exists():
                 row["f@0.02"] = json.loads(ev.read_text())["summary"]["fscore@0.02"]
             runs.append(row)
@@ -188,7 +188,8 @@ def report(names, seeds, prof, steps, args) -> dict:
                     "usage_per_scale": [statistics.fmean(u) for u in zip(*usage)] if usage else [],
                     "paper": PAPER.get(n)}
     result = {"config": args.config, "minutes_per_cell": args.minutes, "seeds": seeds, "data": args.data,
-              "meshes": args.meshes, "threads": args.threads, "cells": cells}
+              "meshes": args.meshes, "limit": args.limit, "eval_dir": args.eval_dir, "threads": args.threads,
+              "cells": cells}
     if args.sheet and any((args.work / n / f"seed{args.sheet_seed}" / "model" / "config.json").exists() for n in names):
         models = {n: args.work / n / f"seed{args.sheet_seed}" / "model" for n in names
                   if (args.work / n / f"seed{args.sheet_seed}" / "model" / "config.json").exists()}
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sheet-resolution", type=int, default=96)
     ap.add_argument("--work", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ablation.json"))
+    ap.add_argument("--eval-dir", default="eval",
+                    help="folder (in each run) of the F@0.02 scoring; a new name rescored with another --limit")
     ap.add_argument("--stage", choices=["all", "train", "eval", "report"], default="all")
     args = ap.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
@@ -255,9 +258,10 @@ def main(argv: list[str] | None = None) -> dict:
         run_all([(f"{n}/seed{s}", train_args(n, args.config, steps[n], s, args.data, d), d / "train.log")
                  for n, s, d in runs if not (d / "model" / "config.json").exists()], args.jobs, args.threads)
     if args.stage in ("all", "eval") and args.meshes:
-        run_all([(f"{n}/seed{s} eval", eval_args(d, args.meshes, args.limit, args.resolution), d / "eval.log")
+        run_all([(f"{n}/seed{s} eval", eval_args(d, args.meshes, args.limit, args.resolution, args.eval_dir),
+                  d / f"{args.eval_dir}.log")
                  for n, s, d in runs if (d / "model" / "config.json").exists()
-                 and not (d / "eval" / "eval.json").exists()], args.jobs, args.threads)
+                 and not (d / args.eval_dir / "eval.json").exists()], args.jobs, args.threads)
     return report(names, seeds, prof, steps, args)
 
 

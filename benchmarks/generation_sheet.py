@@ -77,13 +77,16 @@ def build_sheet(generator, tokenizer, *, captions, images, n: int = 4, seed: int
         kept = [m for m in meshes if not is_empty(m)]
         rows.append([shown if shown is not None else blank] + list(meshes))
         labels.append(label)
-        record.append({"prompt": label, "empty": n - len(kept),
+        sampling = {k: result.settings[k] for k in ("cfg_scale", "cfg_schedule", "temperature", "top_k", "top_p",
+                                                    "candidates", "mend")}
+        mended = sum(level < 0 for level in result.settings["levels"])
+        record.append({"prompt": label, "empty": n - len(kept), "mended": mended,
                        "fragmentation": float(np.mean([fragmentation(m) for m in kept])) if kept else None,
                        "seconds_per_shape": seconds})
     col_labels = ["prompt"] + [f"sample {k}" for k in range(n)]
     save_sheet(out, rows, row_labels=labels, col_labels=col_labels, size=size)
     return {"sheet": str(out), "samples_per_prompt": n, "seed": seed, "cfg": cfg, "cfg_schedule": CFG_SCHEDULE,
-            "resolution": resolution, "prompts": record}
+            "sampling": sampling, "resolution": resolution, "prompts": record}
 
 
 def main(argv=None) -> dict:

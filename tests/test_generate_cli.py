@@ -119,3 +119,22 @@ def test_generate_reports_empty_samples(tmp_path):
     assert "sample 0 is empty" in text and (tmp_path / "out" / "sample_001.obj").is_file()
     assert json.loads((tmp_path / "out" / "sample.json").read_text())["empty"] == [0, 1]
     assert (tmp_path / "out" / "sample_sheet.png").is_file()
+
+
+def test_generate_candidates_and_mend_options(models, tmp_path):
+    result, text = _run(models / "gen", "--tokenizer", models / "tok", "--class", "mug", "-n", 2, "-o", tmp_path,
+                        "--resolution", 24, "--views", 0, "--candidates", 2, "--mend", "0.05,0.1")
+    assert result.exit_code == 0, text
+    settings = json.loads((tmp_path / "sample.json").read_text())["settings"]
+    assert settings["candidates"] == 2 and settings["mend"] == [0.05, 0.1]
+    assert len(settings["chosen"]) == 2 and all(len(s) == 2 for s in settings["candidate_scores"])
+    assert all(level in (0.0, -0.05, -0.1) for level in settings["levels"])
+    result, text = _run(models / "gen", "--tokenizer", models / "tok", "--class", "mug", "-n", 1, "-o", tmp_path,
+                        "--resolution", 24, "--views", 0, "--mend", "off", "--candidates", 1)
+    assert result.exit_code == 0, text
+    settings = json.loads((tmp_path / "sample.json").read_text())["settings"]
+    assert settings["mend"] == [] and settings["levels"] == [0.0] and "chosen" not in settings
+    for bad in ("0.5,x", "-1"):
+        result, text = _run(models / "gen", "--tokenizer", models / "tok", "--class", "mug", "-o", tmp_path,
+                            "--mend", bad)
+        assert result.exit_code == 2 and "--mend" in text

@@ -19,6 +19,7 @@ from vat3d.pipelines import (GeneratedMeshes, build_conditions, generate_meshes,
 TINY_GEN = dict(width=32, depth=1, heads=2)
 IMAGE_KW = dict(grid=2, image_size=32, channels=[8, 8])
 RES = 24
+PLAIN = dict(candidates=1, mend=())  # plain sampling and meshing (the defaults draw 4 and mend torn shapes)
 
 
 def _tokenizer(seed: int = 0) -> VATokenizer:
@@ -62,7 +63,7 @@ def fake_text(monkeypatch):
 
 
 def test_class_generation_outputs_meshes_and_tokens(tok, class_gen):
-    meshes = generate_meshes(class_gen, tok, class_label="mug", n=2, seed=3, resolution=RES)
+    meshes = generate_meshes(class_gen, tok, class_label="mug", n=2, seed=3, resolution=RES, **PLAIN)
     assert isinstance(meshes, GeneratedMeshes) and len(meshes) == 2
     assert all(isinstance(m, trimesh.Trimesh) for m in meshes)
     assert [tuple(t.shape) for t in meshes.tokens] == [(2, n) for n in tok.scale_sizes]
@@ -70,7 +71,7 @@ def test_class_generation_outputs_meshes_and_tokens(tok, class_gen):
     assert meshes.meshes == list(meshes) and meshes.seconds_tokens > 0
     assert meshes.settings["seed"] == 3 and meshes.settings["resolution"] == RES
     # same seed -> same tokens; a class id works like its name
-    again = generate_meshes(class_gen, tok, class_label=1, n=2, seed=3, resolution=RES)
+    again = generate_meshes(class_gen, tok, class_label=1, n=2, seed=3, resolution=RES, **PLAIN)
     assert all(torch.equal(a, b) for a, b in zip(meshes.tokens, again.tokens))
     # the meshes are the tokens' meshes, inside the box
     for i, mesh in enumerate(meshes):
@@ -81,8 +82,8 @@ def test_class_generation_outputs_meshes_and_tokens(tok, class_gen):
 
 
 def test_iso_meshes_another_level_of_the_same_tokens(tok, class_gen):
-    base = generate_meshes(class_gen, tok, class_label="mug", n=1, seed=3, resolution=RES)
-    shifted = generate_meshes(class_gen, tok, class_label="mug", n=1, seed=3, resolution=RES, iso=-1.5)
+    base = generate_meshes(class_gen, tok, class_label="mug", n=1, seed=3, resolution=RES, **PLAIN)
+    shifted = generate_meshes(class_gen, tok, class_label="mug", n=1, seed=3, resolution=RES, iso=-1.5, **PLAIN)
     assert shifted.settings["iso"] == -1.5 and base.settings["iso"] == 0.0
     assert all(torch.equal(a, b) for a, b in zip(base.tokens, shifted.tokens))  # iso changes the meshing only
     ref = tokens_to_mesh(tok, shifted.sample_tokens(0), resolution=RES, iso=-1.5)
@@ -92,10 +93,45 @@ def test_iso_meshes_another_level_of_the_same_tokens(tok, class_gen):
     from vat3d.evaluation.metrics import fragmentation
     from vat3d.geometry.pieces import surface_pieces
 
-    whole = generate_meshes(class_gen, tok, class_label="mug", n=1, seed=3, resolution=RES, min_piece=0.9)
+    whole = generate_meshes(class_gen, tok, class_label="mug", n=1, seed=3, resolution=RES, min_piece=0.9, **PLAIN)
     assert fragmentation(base[0]) > 0  # the random tiny model draws loose pieces
     assert whole.settings["min_piece"] == 0.9 and fragmentation(whole[0]) == 0.0
     assert whole[0].area == pytest.approx(surface_pieces(base[0]).area_P.max())
+
+
+def test_candidates_keep_the_least_torn_of_n_draws(tok, class_gen):
+    from vat3d.pipelines import candidate_score
+
+    plain = generate_meshes(class_gen, tok, class_label="mug", n=3, seed=5, resolution=RES, **PLAIN)
+    best = generate_meshes(class_gen, tok, class_label="mug", n=3, seed=5, resolution=RES, candidates=3, mend=())
+    scores_NK, chosen = best.settings["candidate_scores"], best.settings["chosen"]
+    assert best.settings["candidates"] == 3 and len(scores_NK) == 3 and all(len(s) == 3 for s in scores_NK)
+    # candidate 0 is plain sampling with the same seed
+    assert [s[0] for s in scores_NK] == pytest.approx([candidate_score(m) for m in plain])
+    assert len({round(s, 9) for row in scores_NK for s in row}) > 1  # the draws differ
+    for i, mesh in enumerate(best):
+        k = chosen[i]
+        assert scores_NK[i][k] == min(scores_NK[i]) and k == scores_NK[i].index(min(scores_NK[i]))
+        assert candidate_score(mesh) == pytest.approx(scores_NK[i][k])
+        # the kept tokens are the kept mesh's tokens
+        ref = tokens_to_mesh(tok, best.sample_tokens(i), resolution=RES)
+        assert len(ref.faces) == len(mesh.faces)
+        if k == 0:
+            assert all(torch.equal(a[i], b[i]) for a, b in zip(best.tokens, plain.tokens))
+    with pytest.raises(ValueError, match="candidates must be >= 1"):
+        generate_meshes(class_gen, tok, class_label="mug", n=1, candidates=0)
+
+
+def test_candidate_score_ranks_whole_before_torn_before_speck_before_empty():
+    from vat3d.pipelines import candidate_score
+
+    ball = trimesh.creation.icosphere(subdivisions=2, radius=0.5)  # 320 faces, 1 wide
+    torn = trimesh.util.concatenate([ball, trimesh.creation.icosphere(subdivisions=2, radius=0.2)
+                                     .apply_translation((0.8, 0, 0))])
+    speck = trimesh.creation.icosphere(subdivisions=2, radius=0.05)  # under 0.2 wide
+    empty = trimesh.Trimesh()
+    scores = [candidate_score(m) for m in (ball, torn, speck, empty)]
+    assert scores[0] == 0.0 and 0.0 < scores[1] < 1.0 and scores[2] == 2.0 and scores[3] == 3.0
 
 
 def test_num_scales_and_null_condition(tok, class_gen):
@@ -218,3 +254,82 @@ def test_reconstruct_in_the_box_undoes_the_encoders_turn(tok, monkeypatch):
     turned = decode_tokens(tok, out.tokens, resolution=RES)  # the tokens' own frame: the turned box
     assert len(out.mesh.faces) > 0 and len(out.mesh.faces) == len(turned.faces)
     np.testing.assert_allclose(out.mesh.vertices, np.asarray(turned.vertices) @ ORIENTATIONS[k], atol=1e-5)
+
+
+def test_mend_lowers_the_level_of_torn_shapes_only(tok, class_gen):
+    from vat3d.geometry.pieces import torn_share
+    from vat3d.pipelines import mend_torn
+
+    plain = generate_meshes(class_gen, tok, class_label="mug", n=3, seed=3, resolution=RES, **PLAIN)
+    assert plain.settings["levels"] == [0.0, 0.0, 0.0] and plain.settings["mend"] == []
+    # the tiny field is faint: lowerings of 0.05-0.2 already change its surface (0.2 fills the box)
+    mended = generate_meshes(class_gen, tok, class_label="mug", n=3, seed=3, resolution=RES, candidates=1,
+                             mend=(0.05, 0.1, 0.2))
+    assert all(torch.equal(a, b) for a, b in zip(plain.tokens, mended.tokens))  # meshing only
+    lowered = 0
+    for i, (before, after, level) in enumerate(zip(plain, mended, mended.settings["levels"])):
+        assert level in (0.0, -0.05, -0.1, -0.2)
+        ref = tokens_to_mesh(tok, mended.sample_tokens(i), resolution=RES, iso=level)
+        assert len(ref.faces) == len(after.faces)
+        if level < 0:  # only a torn mesh is mended, and only into a less torn one
+            lowered += 1
+            assert torn_share(before) > 0.01 and torn_share(after) < torn_share(before)
+        else:
+            assert len(after.faces) == len(before.faces)
+    # (the tiny random field turns into specks below 0, which are never kept: nothing is lowered here)
+    assert lowered == sum(level < 0 for level in mended.settings["levels"])
+
+
+class _Dumbbell(torch.nn.Module):
+    """A stand-in tokenizer whose field is two balls and a faint bar between them: the bar's logit peaks
+    at -0.2, so the surface at 0 is two pieces and a level under -0.2 joins them."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def occupancy_fn(self, indices):
+        def field(points):
+            balls = [10 * (0.3 - (points - torch.tensor([x, 0.0, 0.0])).norm(dim=-1)) for x in (-0.55, 0.55)]
+            to_axis = points[:, 1:].norm(dim=-1)
+            bar = torch.where(points[:, 0].abs() < 0.55, 3 * (0.15 - to_axis) - 0.65, torch.full_like(to_axis, -5.0))
+            return torch.maximum(torch.maximum(*balls), bar)
+        return field
+
+
+def test_mend_joins_a_torn_field_at_the_first_whole_level():
+    from vat3d.geometry.pieces import torn_share
+    from vat3d.pipelines import mend_torn
+
+    field, tokens = _Dumbbell(), [torch.zeros(1, 1, dtype=torch.long)]
+    torn = tokens_to_mesh(field, tokens, resolution=48)
+    assert torn_share(torn) == pytest.approx(0.5, abs=0.02)  # two equal balls
+    mesh, level = mend_torn(field, tokens, resolution=48, mend=(0.1, 0.5, 1.0))
+    assert level == -0.5 and torn_share(mesh) == 0.0  # -0.1 is still torn, -0.5 joins, -1 is not needed
+    assert mend_torn(field, tokens, resolution=48, mend=())[1] == 0.0
+    assert mend_torn(field, tokens, resolution=48, mend=(0.5,), mend_share=0.6)[1] == 0.0  # torn counts over 0.6
+    assert mend_torn(field, tokens, resolution=48, mend=(0.1,))[1] == 0.0  # no lower level is better: keep 0
+
+
+def test_defaults_come_from_sampling_defaults(tok, class_gen):
+    """One place holds the shipped sampling and meshing defaults; the pipeline, the commands and the
+    evaluation read it."""
+    import inspect
+
+    from vat3d.commands.eval_generation import eval_generation
+    from vat3d.commands.generate import generate, parse_mend
+    from vat3d.evaluation.generation import GenerationEvalSettings
+    from vat3d.models import sampling_defaults as d
+
+    meshes = generate_meshes(class_gen, tok, class_label="mug", n=1, resolution=RES)
+    expected = {"cfg_scale": d.CFG_SCALE, "cfg_schedule": d.CFG_SCHEDULE, "top_p": d.TOP_P,
+                "candidates": d.CANDIDATES, "mend": list(d.MEND_STEPS), "mend_share": d.MEND_SHARE}
+    assert {k: meshes.settings[k] for k in expected} == expected
+    assert len(meshes.settings.get("chosen", [0])) == 1
+    settings = GenerationEvalSettings()
+    assert (settings.top_p, settings.candidates, tuple(settings.mend)) == (d.TOP_P, d.CANDIDATES, d.MEND_STEPS)
+    for command in (generate, eval_generation):
+        options = inspect.signature(command).parameters
+        assert options["top_p"].default.default == d.TOP_P
+        assert options["candidates"].default.default == d.CANDIDATES
+        assert parse_mend(options["mend"].default.default) == d.MEND_STEPS

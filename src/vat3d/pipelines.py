@@ -43,8 +43,8 @@ import torch
 import trimesh
 
 from vat3d.codec.effort_defaults import DEFAULT_EFFORT
-from vat3d.geometry.pieces import drop_small_pieces
-from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
+from vat3d.geometry.pieces import drop_small_pieces, is_speck, torn_share
+from vat3d.models.sampling_defaults import CANDIDATES, CFG_SCALE, CFG_SCHEDULE, MEND_SHARE, MEND_STEPS, TOP_P
 
 __all__ = ["GeneratedMeshes", "generate_meshes", "generate_tokens", "build_conditions", "image_conditioner_of",
            "load_image",
@@ -292,11 +292,57 @@ def tokens_to_mesh(tokenizer, tokens: Sequence[torch.Tensor], *, resolution: int
     return extract_surface(tokenizer.occupancy_fn(indices), resolution=resolution, device=device, **extract_kwargs)
 
 
+def mend_torn(tokenizer, tokens: Sequence[torch.Tensor], *, resolution: int = 128, iso: float = 0.0,
+              mend: Sequence[float] = MEND_STEPS, mend_share: float = MEND_SHARE,
+              **extract_kwargs: Any) -> tuple[trimesh.Trimesh, float]:
+    """One shape's tokens -> (mesh, the level meshed): :func:`tokens_to_mesh` at ``iso``, and, when that mesh is
+    torn (more than ``mend_share`` of its area outside the largest piece), at ``iso - step`` for each
+    ``step`` of ``mend`` in turn, keeping the first level whose mesh is whole (or else the least torn,
+    the higher level on a tie). A lower level draws a slightly fatter surface, which joins the thin parts
+    the decoder draws broken (a lamp's stem, a shelf's sides); shapes that are whole at ``iso`` are
+    untouched, and so are empty meshes and specks. ``mend=()`` meshes ``iso`` only."""
+    mesh = tokens_to_mesh(tokenizer, tokens, resolution=resolution, iso=iso, **extract_kwargs)
+    if not mend:
+        return mesh, iso
+    best, best_level = mesh, iso
+    best_share = candidate_score(mesh)
+    if best_share >= 2.0:  # empty or a speck: nothing to mend (lower levels do not bring shapes back)
+        return best, best_level
+    for step in mend:
+        if best_share <= mend_share:
+            break
+        level = iso - float(step)
+        mesh = tokens_to_mesh(tokenizer, tokens, resolution=resolution, iso=level, **extract_kwargs)
+        share = candidate_score(mesh)
+        if share < best_share:
+            best, best_level, best_share = mesh, level, share
+    return best, best_level
+
+
+def candidate_score(mesh: trimesh.Trimesh) -> float:
+    """How :func:`generate_meshes` ranks a condition's candidates, lower is better: the share of the surface
+    outside the largest piece (0 for a whole shape); a speck scores 2 and an empty mesh 3, so any usable
+    shape beats them."""
+    if is_empty(mesh):
+        return 3.0
+    if is_speck(mesh):
+        return 2.0
+    return torn_share(mesh)
+
+
+def _candidate_seed(seed: int | None, k: int) -> int | None:
+    """Candidate 0 keeps ``seed`` (so one candidate is plain sampling); the others get seeds derived from it."""
+    if seed is None or k == 0:
+        return seed
+    return int(np.random.SeedSequence([int(seed), k]).generate_state(1)[0])
+
+
 def generate_meshes(generator, tokenizer, *, text: str | Sequence[str] | None = None, image: Any = None,
                     class_label: Any = None, n: int = 1, seed: int | None = 0, cfg_scale: float = CFG_SCALE,
-                    cfg_schedule: str = CFG_SCHEDULE, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                    resolution: int = 128, num_scales: int | None = None, iso: float = 0.0,
-                    min_piece: float = 0.0, progress=None,
+                    cfg_schedule: str = CFG_SCHEDULE, temperature: float = 1.0, top_k: int = 0,
+                    top_p: float = TOP_P, resolution: int = 128, num_scales: int | None = None, iso: float = 0.0,
+                    min_piece: float = 0.0, candidates: int = CANDIDATES, mend: Sequence[float] = MEND_STEPS,
+                    mend_share: float = MEND_SHARE, progress=None,
                     **generate_kwargs: Any) -> GeneratedMeshes:
     """Generate ``n`` meshes (in the ``[-1, 1]^3`` box) for one condition.
 
@@ -313,32 +359,68 @@ def generate_meshes(generator, tokenizer, *, text: str | Sequence[str] | None = 
         iso: the occupancy logit meshed as the surface (0: probability 1/2; below 0 a fatter shape).
         min_piece: drop loose pieces whose area is under this share of the surface (floaters; the
             largest piece always stays); 0 keeps everything the decoder draws.
+        mend, mend_share: a sample whose mesh at ``iso`` is torn (over ``mend_share`` of its area outside
+            the largest piece) is meshed again at ``iso - step`` for each step of ``mend`` until it is
+            whole (:func:`mend_torn`); ``settings["levels"]`` records the level of each kept mesh.
+            ``()`` turns it off.
+        candidates: best of this many: every sample is drawn ``candidates`` times (the first with
+            ``seed`` itself, so 1 is plain sampling), each is decoded (and mended), and the one with the
+            lowest :func:`candidate_score` (the least torn; on a tie the one meshed at the higher level,
+            then the earlier) is kept. (Preferring any draw under ``mend_share`` at the highest level
+            instead measured worse on 1-NNA: docs/generation.md, "Whole shapes".) It costs
+            ``candidates`` times the sampling and decoding; ``settings["candidate_scores"]`` keeps
+            every candidate's score and ``settings["chosen"]`` the kept index per sample.
         progress: optional callable ``progress(done, total, stage)`` called as meshes are decoded.
 
     Returns:
         :class:`GeneratedMeshes`: a list of ``trimesh.Trimesh`` with ``.tokens`` (per-scale
-        (n, n_k) tensors), ``.empty``, timings and settings.
+        (n, n_k) tensors of the kept samples), ``.empty``, timings and settings.
     """
+    if candidates < 1:
+        raise ValueError(f"candidates must be >= 1, got {candidates}")
     generator.check_tokenizer(tokenizer)
     settings = dict(n=n, seed=seed, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, temperature=temperature,
                     top_k=top_k, top_p=top_p, resolution=resolution, num_scales=num_scales, iso=iso,
-                    min_piece=min_piece)
-    start = time.perf_counter()
-    tokens = generate_tokens(generator, text=text, image=image, class_label=class_label, n=n, seed=seed,
-                             cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
-                             top_p=top_p, num_scales=num_scales, **generate_kwargs)
-    seconds_tokens = time.perf_counter() - start
-    if progress is not None:
-        progress(0, n, "decoding")
-    start = time.perf_counter()
-    meshes = []
-    for i in range(n):
-        mesh = tokens_to_mesh(tokenizer, [t[i:i + 1] for t in tokens], resolution=resolution, iso=iso)
-        meshes.append(drop_small_pieces(mesh, min_piece))  # min_piece 0: the mesh itself
+                    min_piece=min_piece, candidates=candidates, mend=[float(m) for m in mend],
+                    mend_share=mend_share)
+    seconds_tokens = seconds_decode = 0.0
+    best_meshes: list[trimesh.Trimesh | None] = [None] * n
+    best_scores = [float("inf")] * n
+    chosen = [0] * n
+    levels = [iso] * n
+    scores_NK: list[list[float]] = [[] for _ in range(n)]
+    kept_tokens: list[torch.Tensor] | None = None
+    for k in range(candidates):
+        start = time.perf_counter()
+        tokens = generate_tokens(generator, text=text, image=image, class_label=class_label, n=n,
+                                 seed=_candidate_seed(seed, k), cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
+                                 temperature=temperature, top_k=top_k, top_p=top_p, num_scales=num_scales,
+                                 **generate_kwargs)
+        seconds_tokens += time.perf_counter() - start
+        if kept_tokens is None:
+            kept_tokens = [t.clone() for t in tokens]
         if progress is not None:
-            progress(i + 1, n, "decoding")
-    return GeneratedMeshes(meshes, tokens, seconds_tokens=seconds_tokens,
-                           seconds_decode=time.perf_counter() - start, settings=settings)
+            progress(k * n, n * candidates, "decoding")
+        start = time.perf_counter()
+        for i in range(n):
+            mesh, level = mend_torn(tokenizer, [t[i:i + 1] for t in tokens], resolution=resolution, iso=iso,
+                                    mend=mend, mend_share=mend_share)
+            mesh = drop_small_pieces(mesh, min_piece)  # min_piece 0: the mesh itself
+            score = candidate_score(mesh) if candidates > 1 else 0.0
+            scores_NK[i].append(score)
+            # the least torn; then the least lowered level; then the earlier draw
+            if best_meshes[i] is None or (score, iso - level) < (best_scores[i], iso - levels[i]):
+                best_meshes[i], best_scores[i], chosen[i], levels[i] = mesh, score, k, level
+                for kept, t in zip(kept_tokens, tokens):
+                    kept[i] = t[i]
+            if progress is not None:
+                progress(k * n + i + 1, n * candidates, "decoding")
+        seconds_decode += time.perf_counter() - start
+    settings["levels"] = levels
+    if candidates > 1:
+        settings.update(candidate_scores=scores_NK, chosen=chosen)
+    return GeneratedMeshes(best_meshes, kept_tokens, seconds_tokens=seconds_tokens, seconds_decode=seconds_decode,
+                           settings=settings)
 
 
 # --------------------------------------------------------------------------- reconstruction

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
+from vat3d.commands.generate import MEND_HELP, mend_text, parse_mend
+from vat3d.models.sampling_defaults import CANDIDATES, CFG_SCALE, CFG_SCHEDULE, MEND_STEPS, TOP_P
 
 
 def eval_generation(
@@ -31,7 +32,10 @@ def eval_generation(
     cfg_schedule: str = typer.Option(CFG_SCHEDULE, "--cfg-schedule", help="linear or constant."),
     temperature: float = typer.Option(1.0, help="Sampling temperature."),
     top_k: int = typer.Option(0, "--top-k", help="Top-k filtering (0 = off)."),
-    top_p: float = typer.Option(1.0, "--top-p", help="Top-p filtering (1 = off)."),
+    top_p: float = typer.Option(TOP_P, "--top-p", help="Top-p filtering (1 = off)."),
+    candidates: int = typer.Option(CANDIDATES, "--candidates", min=1,
+                                   help="Best of N per shape: draw N, keep the least torn (1: plain sampling)."),
+    mend: str = typer.Option(mend_text(MEND_STEPS), "--mend", help=MEND_HELP),
     num_scales: Optional[int] = typer.Option(None, "--num-scales", help="Generate only the first k scales."),
     iso: float = typer.Option(0.0, "--iso", help="Occupancy logit meshed as the surface (below 0: fatter shapes)."),
     min_piece: float = typer.Option(0.0, "--min-piece", min=0.0, max=0.99,
@@ -51,6 +55,7 @@ def eval_generation(
         raise typer.BadParameter("--reference must be 'points' or 'mesh'")
     if split not in ("val", "train", "all"):
         raise typer.BadParameter("--split must be val, train or all")
+    mend_steps = parse_mend(mend)
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -70,7 +75,7 @@ def eval_generation(
         seed=seed, batch_size=batch_size, cfg_scale=cfg, cfg_schedule=cfg_schedule, temperature=temperature,
         top_k=top_k, top_p=top_p, num_scales=num_scales, sources=tuple(source) if source else None,
         reference_fragmentation=reference_fragmentation, sheet_shapes=sheet_shapes, condition=condition,
-        iso=iso, min_piece=min_piece)
+        iso=iso, min_piece=min_piece, candidates=candidates, mend=mend_steps)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("loading held-out shapes", total=None)

@@ -7,9 +7,29 @@ from typing import Optional
 
 import typer
 
-from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
+from vat3d.models.sampling_defaults import CANDIDATES, CFG_SCALE, CFG_SCHEDULE, MEND_STEPS, TOP_P
 
 FORMATS = ("obj", "ply", "glb")
+MEND_HELP = ("Lowerings of the meshed level tried on a shape that comes out torn, comma-separated "
+             "(e.g. 0.5,1,2); 'off' meshes the level 0 only.")
+
+
+def mend_text(steps) -> str:
+    return ",".join(f"{s:g}" for s in steps) if steps else "off"
+
+
+def parse_mend(text: str) -> tuple[float, ...]:
+    """``--mend`` text -> lowerings: '0.5,1,2' -> (0.5, 1.0, 2.0); 'off', 'none', '0' or '' -> ()."""
+    text = text.strip().lower()
+    if text in ("", "off", "none", "0"):
+        return ()
+    try:
+        steps = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--mend takes comma-separated numbers or 'off', got {text!r}") from None
+    if any(step <= 0 for step in steps):
+        raise typer.BadParameter(f"--mend lowerings must be > 0, got {text!r}")
+    return steps
 
 
 def generate(
@@ -27,7 +47,10 @@ def generate(
     cfg_schedule: str = typer.Option(CFG_SCHEDULE, "--cfg-schedule", help="'linear' (1 -> cfg over the scales) or 'constant'."),
     temperature: float = typer.Option(1.0, help="Sampling temperature (0 = greedy)."),
     top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely tokens (0 = all)."),
-    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off)."),
+    top_p: float = typer.Option(TOP_P, "--top-p", help="Nucleus sampling mass (1 = off)."),
+    candidates: int = typer.Option(CANDIDATES, "--candidates", min=1,
+                                   help="Best of N: draw N per shape and keep the least torn (N times the time)."),
+    mend: str = typer.Option(mend_text(MEND_STEPS), "--mend", help=MEND_HELP),
     resolution: int = typer.Option(128, help="Marching-cubes resolution."),
     num_scales: Optional[int] = typer.Option(None, "--num-scales", help="Stop after this many scales (coarser shapes)."),
     min_piece: float = typer.Option(0.0, "--min-piece", min=0.0, max=0.99,
@@ -45,6 +68,7 @@ def generate(
         raise typer.BadParameter(f"--unconditional cannot be combined with {', '.join(given)}")
     if image is not None and not image.is_file():
         raise typer.BadParameter(f"image file not found: {image}")
+    mend_steps = parse_mend(mend)
 
     import time
 
@@ -81,7 +105,7 @@ def generate(
             meshes = generate_meshes(gen, tok, text=text, image=image, class_label=class_label, n=n, seed=seed,
                                      cfg_scale=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
                                      top_p=top_p, resolution=resolution, num_scales=num_scales, min_piece=min_piece,
-                                     progress=progress)
+                                     candidates=candidates, mend=mend_steps, progress=progress)
         except ValueError as error:
             typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import trimesh
 
-from vat3d.models.sampling_defaults import CFG_SCALE, CFG_SCHEDULE
+from vat3d.models.sampling_defaults import CANDIDATES, CFG_SCALE, CFG_SCHEDULE, MEND_SHARE, MEND_STEPS, TOP_P
 
 __all__ = ["GenerationEvalSettings", "load_references", "normalize_clouds", "generation_metrics",
            "family_match", "evaluate_generation", "write_generation_report", "markdown_report",
@@ -68,10 +68,13 @@ class GenerationEvalSettings:
     cfg_schedule: str = CFG_SCHEDULE
     temperature: float = 1.0
     top_k: int = 0
-    top_p: float = 1.0
+    top_p: float = TOP_P
     num_scales: int | None = None
     iso: float = 0.0  # occupancy logit meshed as the generated surface
     min_piece: float = 0.0  # drop generated pieces under this share of the surface (0: keep all)
+    candidates: int = CANDIDATES  # best of N per shape, the least torn kept (generate_meshes(candidates=))
+    mend: tuple[float, ...] = MEND_STEPS  # lowerings of the level tried on a torn shape (pipelines.mend_torn)
+    mend_share: float = MEND_SHARE
     image_size: int = 224  # renders of reference shapes for image-conditioned generators
     condition: str = "auto"  # what a text+image generator is given: "auto" (= text), "text", "image" or "text+image"
     backend: str = "auto"  # pairwise Chamfer backend
@@ -419,16 +422,18 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
                                  cfg_scale=settings.cfg_scale, cfg_schedule=settings.cfg_schedule,
                                  temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
                                  resolution=settings.resolution, num_scales=settings.num_scales, iso=settings.iso,
-                                 min_piece=settings.min_piece, **merged)
+                                 min_piece=settings.min_piece, candidates=settings.candidates,
+                                 mend=settings.mend, mend_share=settings.mend_share, **merged)
         seconds_tokens += meshes.seconds_tokens
         seconds_decode += meshes.seconds_decode
-        for (i, r), mesh in zip(batch, meshes):
+        for (i, r), mesh, level in zip(batch, meshes, meshes.settings["levels"]):
             points, is_empty = mesh_points(mesh, settings.n_points, seed=settings.seed + len(gen_points))
             gen_points.append(points)
             empty.append(is_empty)
             rows.append({"reference": refs[i]["id"], "repeat": r, "condition": _describe(conditions[i]),
                          "family": refs[i]["family"], "empty": is_empty, "faces": int(len(mesh.faces)),
-                         "degenerate": is_degenerate(mesh), "fragmentation": fragmentation(mesh)})
+                         "degenerate": is_degenerate(mesh), "fragmentation": fragmentation(mesh),
+                         "level": level})
             if sheet_path is not None and i < settings.sheet_shapes:
                 sheet_meshes.setdefault(i, []).append(mesh)
         if progress is not None:
@@ -475,6 +480,7 @@ def evaluate_generation(generator, tokenizer, data_dir: str | Path, settings: Ge
         "family_match_reference": _loo_family_accuracy(d_rr, ref_families),
         "empty_fraction": float(np.mean(empty)) if empty else float("nan"),
         "degenerate_fraction": _nanmean([row["degenerate"] for row in rows]),
+        "mended_fraction": _nanmean([row["level"] < settings.iso for row in rows]),
         "fragmentation_generated": _nanmean([row["fragmentation"] for row in rows]),
         "fragmentation_real": _nanmean([r.get("fragmentation_real") for r in refs]),
         "fragmentation_reconstructed": _nanmean([r.get("fragmentation_reconstructed") for r in refs]),

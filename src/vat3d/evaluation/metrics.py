@@ -30,7 +30,7 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from vat3d.geometry.pieces import surface_pieces
+from vat3d.geometry.pieces import is_speck, torn_share
 
 __all__ = [
     "sample_surface_points",
@@ -61,25 +61,17 @@ def fragmentation(mesh: trimesh.Trimesh | None) -> float:
     Pieces that only touch at a vertex, or interpenetrate without sharing an edge (a procedural
     table's legs through its top), count as separate, so compare meshes made the same way (e.g. both
     by marching cubes at one resolution). An empty mesh gives ``nan``.
+    (:func:`vat3d.geometry.pieces.torn_share`, which generation's best-of-n choice also uses.)
     """
-    if _is_empty(mesh):
-        return float("nan")
-    pieces = surface_pieces(mesh)
-    total = pieces.total_area
-    if total <= 0.0:
-        return float("nan")
-    outside = float(total - pieces.area_P.max()) / total  # 0 up to rounding for one piece
-    return outside if outside > 1e-9 else 0.0
+    return torn_share(mesh)
 
 
 def is_degenerate(mesh: trimesh.Trimesh | None, *, min_faces: int = 50, min_extent: float = 0.2) -> bool:
     """A non-empty mesh that is no usable shape: under ``min_faces`` faces, or its bounding box's
     longest side under ``min_extent`` (box units; a generated shape fills most of the [-1, 1]^3
-    box). Empty meshes are not degenerate (they are counted as empty)."""
-    if _is_empty(mesh):
-        return False
-    extent = float(np.ptp(np.asarray(mesh.vertices), axis=0).max())
-    return len(mesh.faces) < min_faces or extent < min_extent
+    box). Empty meshes are not degenerate (they are counted as empty).
+    (:func:`vat3d.geometry.pieces.is_speck`.)"""
+    return is_speck(mesh, min_faces=min_faces, min_extent=min_extent)
 
 
 def sample_surface_points(mesh: trimesh.Trimesh, n: int, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Connected pieces of a surface mesh: labels, areas, and dropping the small ones (floaters).
+"""Connected pieces of a surface mesh: labels, areas, the share torn off the largest piece, dropping the
+small pieces (floaters), and telling a speck from a usable shape.
 
 Pieces are sets of faces joined by shared edges, after coincident vertices are merged, so a
 marching-cubes mesh and a mesh whose triangles do not share vertex indices count alike.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 
-__all__ = ["Pieces", "surface_pieces", "drop_small_pieces"]
+__all__ = ["Pieces", "surface_pieces", "torn_share", "is_speck", "drop_small_pieces"]
 
 
 @dataclass
@@ -32,6 +33,33 @@ def surface_pieces(mesh: trimesh.Trimesh) -> Pieces:
     area_F = np.asarray(merged.area_faces, dtype=np.float64)
     labels_F = trimesh.graph.connected_component_labels(merged.face_adjacency, node_count=len(merged.faces))
     return Pieces(merged, labels_F, np.bincount(labels_F, weights=area_F))
+
+
+def _has_surface(mesh: trimesh.Trimesh | None) -> bool:
+    return mesh is not None and len(mesh.faces) > 0 and len(mesh.vertices) > 0 and float(mesh.area) > 0.0
+
+
+def torn_share(mesh: trimesh.Trimesh | None) -> float:
+    """Share of the surface area outside the largest piece, in [0, 1): 0 for one piece, ``nan`` for an
+    empty mesh. (:func:`vat3d.evaluation.metrics.fragmentation` is this statistic.)"""
+    if not _has_surface(mesh):
+        return float("nan")
+    pieces = surface_pieces(mesh)
+    total = pieces.total_area
+    if total <= 0.0:
+        return float("nan")
+    outside = float(total - pieces.area_P.max()) / total  # 0 up to rounding for one piece
+    return outside if outside > 1e-9 else 0.0
+
+
+def is_speck(mesh: trimesh.Trimesh | None, *, min_faces: int = 50, min_extent: float = 0.2) -> bool:
+    """A non-empty mesh that is no usable shape: under ``min_faces`` faces, or its bounding box's
+    longest side under ``min_extent`` (box units; a generated shape fills most of the [-1, 1]^3 box).
+    An empty mesh is not a speck."""
+    if not _has_surface(mesh):
+        return False
+    extent = float(np.ptp(np.asarray(mesh.vertices), axis=0).max())
+    return len(mesh.faces) < min_faces or extent < min_extent
 
 
 def drop_small_pieces(mesh: trimesh.Trimesh, min_share: float) -> trimesh.Trimesh:
