@@ -122,16 +122,17 @@ def test_candidates_keep_the_least_torn_of_n_draws(tok, class_gen):
         generate_meshes(class_gen, tok, class_label="mug", n=1, candidates=0)
 
 
-def test_candidate_score_ranks_whole_before_torn_before_speck_before_empty():
+def test_candidate_score_ranks_whole_torn_shrunk_speck_empty():
     from vat3d.pipelines import candidate_score
 
-    ball = trimesh.creation.icosphere(subdivisions=2, radius=0.5)  # 320 faces, 1 wide
+    ball = trimesh.creation.icosphere(subdivisions=2, radius=0.8)  # 320 faces, 1.6 wide
     torn = trimesh.util.concatenate([ball, trimesh.creation.icosphere(subdivisions=2, radius=0.2)
-                                     .apply_translation((0.8, 0, 0))])
+                                     .apply_translation((1.2, 0, 0))])
+    small = trimesh.creation.icosphere(subdivisions=2, radius=0.3)  # 0.6 wide: shrunk
     speck = trimesh.creation.icosphere(subdivisions=2, radius=0.05)  # under 0.2 wide
     empty = trimesh.Trimesh()
-    scores = [candidate_score(m) for m in (ball, torn, speck, empty)]
-    assert scores[0] == 0.0 and 0.0 < scores[1] < 1.0 and scores[2] == 2.0 and scores[3] == 3.0
+    scores = [candidate_score(m) for m in (ball, torn, small, speck, empty)]
+    assert scores[0] == 0.0 and 0.0 < scores[1] < 1.0 and scores[2] == 1.0 and scores[3:] == [2.0, 3.0]
 
 
 def test_num_scales_and_null_condition(tok, class_gen):

@@ -305,29 +305,36 @@ def mend_torn(tokenizer, tokens: Sequence[torch.Tensor], *, resolution: int = 12
     if not mend:
         return mesh, iso
     best, best_level = mesh, iso
-    best_share = candidate_score(mesh)
-    if best_share >= 2.0:  # empty or a speck: nothing to mend (lower levels do not bring shapes back)
+    best_score = candidate_score(mesh)
+    if best_score >= 2.0:  # empty or a speck: nothing to mend (lower levels do not bring shapes back)
         return best, best_level
     for step in mend:
-        if best_share <= mend_share:
+        if best_score % 1.0 <= mend_share:  # the torn share (a shrunken shape is mended as well)
             break
         level = iso - float(step)
         mesh = tokens_to_mesh(tokenizer, tokens, resolution=resolution, iso=level, **extract_kwargs)
-        share = candidate_score(mesh)
-        if share < best_share:
-            best, best_level, best_share = mesh, level, share
+        score = candidate_score(mesh)
+        if score < best_score:
+            best, best_level, best_score = mesh, level, score
     return best, best_level
 
 
+#: A generated shape whose bounding box's longest side is under this (box units) has shrunk: shapes are
+#: normalised to a longest side of about 1.9, so a candidate under half of that ranks after full-size ones.
+SHRUNKEN_EXTENT = 1.0
+
+
 def candidate_score(mesh: trimesh.Trimesh) -> float:
-    """How :func:`generate_meshes` ranks a condition's candidates, lower is better: the share of the surface
-    outside the largest piece (0 for a whole shape); a speck scores 2 and an empty mesh 3, so any usable
-    shape beats them."""
+    """How :func:`generate_meshes` ranks a condition's candidates, lower is better. The fractional part is
+    the share of the surface outside the largest piece (0 for a whole shape); the integer part ranks what
+    is not a full shape after those that are: +1 for a shape that has shrunk (longest side under
+    :data:`SHRUNKEN_EXTENT`), 2 for a speck and 3 for an empty mesh."""
     if is_empty(mesh):
         return 3.0
     if is_speck(mesh):
         return 2.0
-    return torn_share(mesh)
+    extent = float(np.ptp(np.asarray(mesh.vertices), axis=0).max())
+    return torn_share(mesh) + (1.0 if extent < SHRUNKEN_EXTENT else 0.0)
 
 
 def _candidate_seed(seed: int | None, k: int) -> int | None:
