@@ -301,13 +301,21 @@ def mend_torn(tokenizer, tokens: Sequence[torch.Tensor], *, resolution: int = 12
     the higher level on a tie). A lower level draws a slightly fatter surface, which joins the thin parts
     the decoder draws broken (a lamp's stem, a shelf's sides); shapes that are whole at ``iso`` are
     untouched, and so are empty meshes and specks. ``mend=()`` meshes ``iso`` only."""
+    mesh, level, _ = _mend_scored(tokenizer, tokens, resolution=resolution, iso=iso, mend=mend,
+                                  mend_share=mend_share, **extract_kwargs)
+    return mesh, level
+
+
+def _mend_scored(tokenizer, tokens, *, resolution, iso, mend, mend_share, **extract_kwargs):
+    """:func:`mend_torn`, plus the kept mesh's :func:`candidate_score` (None when ``mend`` is empty and no
+    score was needed), so that :func:`generate_meshes` does not score the same mesh twice."""
     mesh = tokens_to_mesh(tokenizer, tokens, resolution=resolution, iso=iso, **extract_kwargs)
     if not mend:
-        return mesh, iso
+        return mesh, iso, None
     best, best_level = mesh, iso
     best_score = candidate_score(mesh)
     if best_score >= 2.0:  # empty or a speck: nothing to mend (lower levels do not bring shapes back)
-        return best, best_level
+        return best, best_level, best_score
     for step in mend:
         if best_score % 1.0 <= mend_share:  # the torn share (a shrunken shape is mended as well)
             break
@@ -316,7 +324,7 @@ def mend_torn(tokenizer, tokens: Sequence[torch.Tensor], *, resolution: int = 12
         score = candidate_score(mesh)
         if score < best_score:
             best, best_level, best_score = mesh, level, score
-    return best, best_level
+    return best, best_level, best_score
 
 
 #: A generated shape whose bounding box's longest side is under this (box units) has shrunk: shapes are
@@ -410,10 +418,14 @@ def generate_meshes(generator, tokenizer, *, text: str | Sequence[str] | None = 
             progress(k * n, n * candidates, "decoding")
         start = time.perf_counter()
         for i in range(n):
-            mesh, level = mend_torn(tokenizer, [t[i:i + 1] for t in tokens], resolution=resolution, iso=iso,
-                                    mend=mend, mend_share=mend_share)
-            mesh = drop_small_pieces(mesh, min_piece)  # min_piece 0: the mesh itself
-            score = candidate_score(mesh) if candidates > 1 else 0.0
+            mesh, level, score = _mend_scored(tokenizer, [t[i:i + 1] for t in tokens], resolution=resolution,
+                                              iso=iso, mend=mend, mend_share=mend_share)
+            kept_mesh = drop_small_pieces(mesh, min_piece)  # min_piece 0: the mesh itself
+            if candidates == 1:
+                score = 0.0
+            elif score is None or kept_mesh is not mesh:  # not scored yet, or pieces were dropped
+                score = candidate_score(kept_mesh)
+            mesh = kept_mesh
             scores_NK[i].append(score)
             # the least torn; then the least lowered level; then the earlier draw
             if best_meshes[i] is None or (score, iso - level) < (best_scores[i], iso - levels[i]):
