@@ -95,6 +95,13 @@ def test_pairwise_chamfer_matches_brute_force(backend):
             expected = sq.min(1).values.mean() + sq.min(0).values.mean()
             assert d[i, j].item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
     assert torch.allclose(pairwise_chamfer(a, a, backend=backend).diagonal(), torch.zeros(3), atol=1e-5)
+    # a set against itself (the k-d tree path computes one direction and transposes it)
+    same = pairwise_chamfer(b, b.clone(), backend=backend)
+    for i in range(4):
+        for j in range(4):
+            sq = ((b[i][:, None] - b[j][None]) ** 2).sum(-1)
+            expected = sq.min(1).values.mean() + sq.min(0).values.mean()
+            assert same[i, j].item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
 
 
 def _cloud_set(shapes, n_points, seed, shift=0.0):
