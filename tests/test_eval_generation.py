@@ -17,7 +17,8 @@ from vat3d.data.prepare import prepare_dataset
 from vat3d.data.procedural import FAMILIES
 from vat3d.evaluation.generation import (GenerationEvalSettings, evaluate_generation, family_match,
                                          generation_metrics, load_references, normalize_clouds,
-                                         per_family_summary, real_surface, write_generation_report)
+                                         per_family_summary, real_surface, reconstruction_ceiling,
+                                         write_generation_report)
 from vat3d.evaluation.metrics import fragmentation, is_degenerate, mmd_cov_1nna, pairwise_chamfer
 from vat3d.models.generator import NextScaleGenerator
 from vat3d.models.tokenizer import VATokenizer
@@ -79,6 +80,27 @@ def test_family_match():
     out = family_match(d_gr, ["mug", "lamp", "mug"], ["mug", "mug", ""])
     assert out["predicted"] == ["mug", "lamp", "mug"] and out["scored"] == 2 and out["rate"] == 0.5
     assert math.isnan(family_match(d_gr, ["a", "b", "c"], ["", "", ""])["rate"])
+
+
+def test_reconstruction_ceiling_leaves_each_pair_out():
+    spheres, boxes = _clouds("sphere", 4, 5), _clouds("box", 4, 6)
+    refs = np.concatenate([spheres, boxes])
+    families = ["sphere"] * 4 + ["box"] * 4
+    d_rr = pairwise_chamfer(refs, refs).numpy()
+    # perfect reconstructions: paired, each is its shape's twin (1-NNA 0); with the pair left out every
+    # reconstruction is as near the other shapes as their own reconstructions are, which is chance (0.5),
+    # and its family is the 1-NN classifier's leave-one-out answer
+    exact = reconstruction_ceiling(d_rr, d_rr, d_rr, families)
+    assert exact["1-NNA-CD_reconstructed"] == 0.0 and exact["1-NNA-CD_reconstructed_unpaired"] == 0.5
+    loo = d_rr.astype(np.float64).copy()
+    np.fill_diagonal(loo, np.inf)
+    assert exact["family_match_reconstructed"] == np.mean([families[j] == f for j, f in zip(loo.argmin(1), families)])
+    # reconstructions that all come out as boxes: easy to tell apart, and the spheres' family is lost
+    recon = np.concatenate([_clouds("box", 4, 7), boxes])
+    d_rc, d_cc = pairwise_chamfer(refs, recon).numpy(), pairwise_chamfer(recon, recon).numpy()
+    boxy = reconstruction_ceiling(d_rc, d_rr, d_cc, families)
+    assert boxy["1-NNA-CD_reconstructed_unpaired"] > 0.5
+    assert boxy["family_match_reconstructed"] <= 0.5  # no sphere is found again
 
 
 def test_fragmentation_is_the_area_outside_the_largest_piece():
@@ -186,6 +208,7 @@ def test_evaluate_generation_in_range(setup, tmp_path):
     # the tokenizer's ceiling: its reconstructions of the held-out shapes scored as if generated
     assert 0 <= s["1-NNA-CD_reconstructed"] <= 1 and 0 < s["COV-CD_reconstructed"] <= 1
     assert s["MMD-CD_reconstructed"] >= 0
+    assert 0 <= s["1-NNA-CD_reconstructed_unpaired"] <= 1 and 0 <= s["family_match_reconstructed"] <= 1
     families = result["per_family"]
     assert "all" in families and sum(f["generated"] for k, f in families.items() if k != "all") == 12
     json_path, md_path = write_generation_report(result, tmp_path)
