@@ -199,6 +199,22 @@ def test_sampling_logits_match_teacher_forcing(sharp):
     torch.testing.assert_close(torch.cat(logits, 1), teacher, rtol=1e-5, atol=1e-5)
 
 
+def test_log_likelihood_sums_the_teacher_forced_log_probs(sharp):
+    labels = torch.tensor([1, 3])
+    tokens = random_tokens(sharp, 2, seed=3)
+    with torch.no_grad():
+        log_probs = F.log_softmax(sharp(tokens, labels).float(), dim=-1)
+    expected = log_probs.gather(-1, torch.cat(tokens, 1)[..., None])[..., 0].sum(1)
+    torch.testing.assert_close(sharp.log_likelihood(tokens, labels), expected, rtol=1e-5, atol=1e-4)
+    # the null condition is a different distribution; first scales only are scored too
+    null = sharp.log_likelihood(tokens)
+    assert null.shape == (2,) and not torch.allclose(null, expected)
+    assert sharp.log_likelihood(tokens[:2], labels).shape == (2,)
+    # a sequence the model drew itself is likelier than random tokens, under its own condition
+    drawn = sharp.generate(labels, seed=4, temperature=0.5)
+    assert (sharp.log_likelihood(drawn, labels) > expected).all()
+
+
 def test_cfg_scale_one_equals_conditional_sampling(sharp):
     labels = torch.tensor([0, 1, 2, 3])
     plain = sharp.generate(labels, seed=7)

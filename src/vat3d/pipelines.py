@@ -47,8 +47,8 @@ from vat3d.geometry.pieces import drop_small_pieces, is_speck, torn_share
 from vat3d.models.sampling_defaults import CANDIDATES, CFG_SCALE, CFG_SCHEDULE, MEND_SHARE, MEND_STEPS, TOP_P
 
 __all__ = ["GeneratedMeshes", "generate_meshes", "generate_tokens", "build_conditions", "image_conditioner_of",
-           "load_image",
-           "tokens_to_mesh", "reconstruct", "COND_TYPES"]
+           "load_image", "tokens_to_mesh", "mend_torn", "candidate_score", "candidate_seed", "reconstruct",
+           "COND_TYPES"]
 
 #: The conditioner kinds the pipeline knows, and the inputs each accepts.
 COND_TYPES: dict[str, tuple[str, ...]] = {
@@ -345,7 +345,7 @@ def candidate_score(mesh: trimesh.Trimesh) -> float:
     return torn_share(mesh) + (1.0 if extent < SHRUNKEN_EXTENT else 0.0)
 
 
-def _candidate_seed(seed: int | None, k: int) -> int | None:
+def candidate_seed(seed: int | None, k: int) -> int | None:
     """Candidate 0 keeps ``seed`` (so one candidate is plain sampling); the others get seeds derived from it."""
     if seed is None or k == 0:
         return seed
@@ -408,7 +408,7 @@ def generate_meshes(generator, tokenizer, *, text: str | Sequence[str] | None = 
     for k in range(candidates):
         start = time.perf_counter()
         tokens = generate_tokens(generator, text=text, image=image, class_label=class_label, n=n,
-                                 seed=_candidate_seed(seed, k), cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
+                                 seed=candidate_seed(seed, k), cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
                                  temperature=temperature, top_k=top_k, top_p=top_p, num_scales=num_scales,
                                  **generate_kwargs)
         seconds_tokens += time.perf_counter() - start

@@ -361,6 +361,19 @@ class NextScaleGenerator(ModelMixin):
         return {"loss": ce_BN.mean(), "scale_loss": scale_loss_K.detach(), "accuracy": correct_BN.mean(),
                 "scale_accuracy": scale_acc_K}
 
+    @torch.no_grad()
+    def log_likelihood(self, indices: Sequence[torch.Tensor], conditions: Any = None,
+                       cond_BCD: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probability (B,) in nats of whole token sequences (the first k scales) under the model,
+        given ``conditions`` (or condition tokens ``cond_BCD``; neither: the null condition). No
+        condition dropout, no guidance: the model's own conditional distribution."""
+        self._check_indices(indices)
+        if cond_BCD is None:
+            cond_BCD = self.condition(conditions, batch_size=indices[0].shape[0])
+        hidden_BND = self.hidden_states(cond_BCD, self.teacher_inputs(indices))
+        ce_BN, _ = chunked_cross_entropy(hidden_BND, self.head, torch.cat(list(indices), dim=1))
+        return -ce_BN.sum(dim=1)
+
     def _check_indices(self, indices: Sequence[torch.Tensor]) -> None:
         if not 1 <= len(indices) <= self.num_scales:
             raise ValueError(f"need 1..{self.num_scales} scales of tokens, got {len(indices)}")

@@ -1,0 +1,90 @@
+"""What the tokenizer lets a generator reach on held-out shapes, without generating anything.
+
+Every held-out shape of ``--data`` (the ``val`` split, as ``vat3d eval-generation`` picks it) is
+encoded and decoded by ``--tokenizer`` and meshed at ``--resolution``; its reconstruction is then
+scored as if it had been generated (``vat3d.evaluation.generation.reconstruction_ceiling``):
+
+* paired (``1-NNA-CD_reconstructed``): each reconstruction beside its own shape, the best case;
+* each pair left out (``1-NNA-CD_reconstructed_unpaired``, ``family_match_reconstructed``): about what
+  a generator that drew new shapes from the held-out shapes' distribution through this tokenizer
+  would score. A caption that describes its shape closely lets a generator land nearer its own
+  shape than that, so the truth for a perfect generator lies between the two.
+
+Per family, the family match of the reconstructions too. Prints and saves JSON.
+
+    .venv/bin/python benchmarks/generation_floor.py --data /work/data/gen --source procedural \\
+        --out benchmarks/results/eval_generation/tokenizer_floor_all289/floor.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokenizer", default="default")
+    parser.add_argument("--data", required=True, help="a prepared dataset (vat3d prepare)")
+    parser.add_argument("--source", action="append", help="keep only held-out shapes of this source (repeatable)")
+    parser.add_argument("--num-samples", type=int, default=None, help="held-out shapes used (default: all)")
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--n-points", type=int, default=2048)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/generation_floor.json")
+    args = parser.parse_args(argv)
+
+    from rich.progress import track
+
+    from vat3d.evaluation.generation import (GenerationEvalSettings, family_match, load_references, mesh_points,
+                                             normalize_clouds, reconstructed_surface, reconstruction_ceiling)
+    from vat3d.evaluation.metrics import pairwise_chamfer
+    from vat3d.pretrained import load_tokenizer
+
+    settings = GenerationEvalSettings(num_conditions=args.num_samples, n_points=args.n_points,
+                                      resolution=args.resolution,
+                                      sources=tuple(args.source) if args.source else None)
+    refs = load_references(args.data, settings)
+    tokenizer = load_tokenizer(args.tokenizer).eval()
+    start = time.perf_counter()
+    recon = [mesh_points(reconstructed_surface(ref, tokenizer, args.resolution), args.n_points, seed=k)[0]
+             for k, ref in enumerate(track(refs, description="reconstructing"))]
+    seconds_reconstruct = time.perf_counter() - start
+    ref_RN3 = normalize_clouds(np.stack([ref["points"] for ref in refs]), settings.normalize)
+    rec_CN3 = normalize_clouds(np.stack(recon), settings.normalize)
+    start = time.perf_counter()
+    d_rr = pairwise_chamfer(ref_RN3, ref_RN3).numpy()
+    d_rc = pairwise_chamfer(ref_RN3, rec_CN3).numpy()
+    d_cc = pairwise_chamfer(rec_CN3, rec_CN3).numpy()
+    seconds_chamfer = time.perf_counter() - start
+    families = [ref["family"] for ref in refs]
+    summary = reconstruction_ceiling(d_rc, d_rr, d_cc, families)
+    others = d_rr.astype(np.float64).copy()
+    np.fill_diagonal(others, np.inf)  # the 1-NN classifier's leave-one-out accuracy: the ceiling
+    summary["family_match_reference"] = family_match(others, families, families)["rate"]
+    unpaired = d_rc.astype(np.float64).copy()
+    np.fill_diagonal(unpaired, np.inf)
+    predicted = [families[j] for j in unpaired.argmin(axis=0)]
+    per_family = {f: float(np.mean([p == f for p, g in zip(predicted, families) if g == f]))
+                  for f in sorted(set(families)) if f}
+    result = {"command": "python benchmarks/generation_floor.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "tokenizer": args.tokenizer, "data": str(args.data), "num_references": len(refs),
+              "resolution": args.resolution, "n_points": args.n_points, "summary": summary,
+              "family_match_reconstructed_per_family": per_family,
+              "seconds_reconstruct_per_shape": seconds_reconstruct / max(len(refs), 1),
+              "seconds_chamfer": seconds_chamfer}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
