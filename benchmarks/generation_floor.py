@@ -10,10 +10,12 @@ scored as if it had been generated (``vat3d.evaluation.generation.reconstruction
   would score. A caption that describes its shape closely lets a generator land nearer its own
   shape than that, so the truth for a perfect generator lies between the two.
 
-Per family, the family match of the reconstructions too. Prints and saves JSON.
+Per family, the family match of the reconstructions too. Prints and saves JSON; ``--sheet PNG`` also
+draws the first held-out shape of each of ``--sheet-families`` beside its reconstruction.
 
     .venv/bin/python benchmarks/generation_floor.py --data /work/data/gen --source procedural \\
-        --out benchmarks/results/eval_generation/tokenizer_floor_all289/floor.json
+        --out benchmarks/results/eval_generation/tokenizer_floor_all289/floor.json \
+        --sheet docs/images/tokenizer_floor.png
 """
 
 from __future__ import annotations
@@ -38,12 +40,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--n-points", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/generation_floor.json")
+    parser.add_argument("--sheet", type=Path, default=None, help="a PNG: held-out shapes beside their reconstructions")
+    parser.add_argument("--sheet-families", default="bracket,sheet,pipe,flange,spur_gear,vase,lamp,table",
+                        help="comma-separated families drawn on the sheet (the first held-out shape of each)")
     args = parser.parse_args(argv)
 
     from rich.progress import track
 
-    from vat3d.evaluation.generation import (GenerationEvalSettings, family_match, load_references, mesh_points,
-                                             normalize_clouds, reconstructed_surface, reconstruction_ceiling)
+    from vat3d.evaluation.generation import (GenerationEvalSettings, normalized_reference_mesh, family_match,
+                                             load_references, mesh_points, normalize_clouds, reconstructed_surface,
+                                             reconstruction_ceiling)
     from vat3d.evaluation.metrics import pairwise_chamfer
     from vat3d.pretrained import load_tokenizer
 
@@ -53,8 +59,13 @@ def main(argv: list[str] | None = None) -> dict:
     refs = load_references(args.data, settings)
     tokenizer = load_tokenizer(args.tokenizer).eval()
     start = time.perf_counter()
-    recon = [mesh_points(reconstructed_surface(ref, tokenizer, args.resolution), args.n_points, seed=k)[0]
-             for k, ref in enumerate(track(refs, description="reconstructing"))]
+    sheet_families = [f for f in args.sheet_families.split(",") if f] if args.sheet else []
+    recon, sheet_rows = [], {}
+    for k, ref in enumerate(track(refs, description="reconstructing")):
+        mesh = reconstructed_surface(ref, tokenizer, args.resolution)
+        recon.append(mesh_points(mesh, args.n_points, seed=k)[0])
+        if ref["family"] in sheet_families and ref["family"] not in sheet_rows:
+            sheet_rows[ref["family"]] = (normalized_reference_mesh(ref), mesh)
     seconds_reconstruct = time.perf_counter() - start
     ref_RN3 = normalize_clouds(np.stack([ref["points"] for ref in refs]), settings.normalize)
     rec_CN3 = normalize_clouds(np.stack(recon), settings.normalize)
@@ -79,6 +90,13 @@ def main(argv: list[str] | None = None) -> dict:
               "family_match_reconstructed_per_family": per_family,
               "seconds_reconstruct_per_shape": seconds_reconstruct / max(len(refs), 1),
               "seconds_chamfer": seconds_chamfer}
+    if args.sheet and sheet_rows:
+        from vat3d.renderers.raycast import save_sheet
+
+        names = [f for f in sheet_families if f in sheet_rows]
+        labels = [f"{f} ({per_family.get(f, float('nan')):.2f})" for f in names]
+        result["sheet"] = str(save_sheet(args.sheet, [list(sheet_rows[f]) for f in names], row_labels=labels,
+                                         col_labels=["held-out shape", "tokenizer's reconstruction"], size=160))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(summary, indent=1))

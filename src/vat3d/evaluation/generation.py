@@ -49,7 +49,7 @@ from vat3d.models.sampling_defaults import CANDIDATES, CFG_SCALE, CFG_SCHEDULE, 
 
 __all__ = ["GenerationEvalSettings", "load_references", "normalize_clouds", "generation_metrics",
            "family_match", "reconstruction_ceiling", "evaluate_generation", "write_generation_report",
-           "markdown_report", "real_surface", "reconstructed_surface", "reference_fragmentation", "per_family_summary"]
+           "markdown_report", "normalized_reference_mesh", "real_surface", "reconstructed_surface", "reference_fragmentation", "per_family_summary"]
 
 
 @dataclass
@@ -303,7 +303,7 @@ def _condition_kwargs(generator, refs: list[dict], tokenizer, image_size: int, r
     return out
 
 
-def _normalized_reference_mesh(ref: dict) -> trimesh.Trimesh | None:
+def normalized_reference_mesh(ref: dict) -> trimesh.Trimesh | None:
     """The held-out shape's own mesh in the box: its rebuilt procedural mesh, else None."""
     if ref.get("mesh") is not None:
         return ref["mesh"]
@@ -334,7 +334,7 @@ def real_surface(ref: dict, resolution: int) -> trimesh.Trimesh | None:
     from vat3d.geometry.marching import extract_surface
     from vat3d.geometry.occupancy import winding_number
 
-    mesh = _normalized_reference_mesh(ref)
+    mesh = normalized_reference_mesh(ref)
     if mesh is None:
         return None
     return extract_surface(lambda points: winding_number(mesh, points) - 0.5, resolution=resolution,
@@ -360,7 +360,7 @@ def _condition_image(ref: dict, tokenizer, size: int, resolution: int) -> np.nda
     """One rendered view of a reference: its procedural mesh, else its tokenizer reconstruction."""
     from vat3d.renderers import render_views
 
-    mesh = _normalized_reference_mesh(ref)
+    mesh = normalized_reference_mesh(ref)
     if mesh is None:
         mesh = reconstructed_surface(ref, tokenizer, resolution)
     return render_views(mesh, 1, size=size, seed=0)[0][0]
@@ -531,7 +531,7 @@ def _save_sample_sheet(path, refs, conditions, sheet_meshes, tokenizer, resoluti
         ref = refs[i]
         held_out = ref.get("real_mesh")
         if held_out is None:
-            held_out = _normalized_reference_mesh(ref)
+            held_out = normalized_reference_mesh(ref)
         if held_out is None:
             held_out = ref.get("reconstructed_mesh")
         if held_out is None:
