@@ -8,7 +8,9 @@ log-likelihood of the tokens with the caption and with the null condition
 (``NextScaleGenerator.log_likelihood``). Then every rule picks one draw per caption and is scored
 like ``eval-generation``: family match, 1-NNA-CD, MMD-CD, COV-CD, the torn share.
 
-Rules: the first draw; the least torn (the shipped rule of ``generate_meshes``); among the whole draws
+Rules: the first draw; the shipped rule of ``generate_meshes`` (``pipelines.candidate_rank``: a whole draw
+at the highest meshing level, else the least torn); the least torn (the rule shipped before); among the
+whole draws
 (torn share at most 1 %) the highest log p(x | caption), the highest pointwise mutual information
 log p(x | caption) - log p(x | null), or (a control) the lowest; among the full-size draws, the highest
 PMI. Also the oracle: the share of captions for which any draw is classified in its family.
@@ -70,7 +72,9 @@ def draw(generator, tokenizer, refs, settings, candidates: int, work: Path, batc
     return state
 
 
-def rules(state: dict, mend_share: float) -> dict[str, np.ndarray]:
+def rules(state: dict, mend_share: float, iso: float = 0.0) -> dict[str, np.ndarray]:
+    from vat3d.pipelines import candidate_rank
+
     score, level = state["score"], state["level"]
     n, k_max = score.shape
     pmi = state["ll_cond"] - state["ll_null"]
@@ -85,11 +89,17 @@ def rules(state: dict, mend_share: float) -> dict[str, np.ndarray]:
         return out
 
     whole = score <= mend_share
-    return {"first draw": np.zeros(n, int), "least torn (shipped)": least_torn,
+    shipped = np.array([min(range(k_max), key=lambda k: (*candidate_rank(score[i, k], level[i, k], iso, mend_share), k))
+                        for i in range(n)])
+    return {"first draw": np.zeros(n, int), "whole at the highest level (shipped)": shipped,
+            "least torn (before)": least_torn,
             "whole, max log p(x|caption)": best_of(state["ll_cond"], whole),
             "whole, max PMI": best_of(pmi, whole),
             "whole, min PMI (control)": best_of(-pmi, whole),
-            "full-size, max PMI": best_of(pmi, score < 1.0)}
+            "full-size, max PMI": best_of(pmi, score < 1.0),
+            # the shipped rule with a likelihood instead of the draw's index as the last tie-break
+            "whole at the highest level, then max log p(x|caption)": best_of(state["ll_cond"] + 1e6 * level, whole),
+            "whole at the highest level, then max PMI": best_of(pmi + 1e6 * level, whole)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -100,6 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--source", action="append")
     parser.add_argument("--num-samples", type=int, default=None, help="held-out captions (default: all)")
     parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--split", default="val", help="val (held out, as eval-generation), train or all")
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--n-points", type=int, default=2048)
     parser.add_argument("--work", type=Path, required=True, help="folder for the draws (resumable)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/candidate_ranking.json")
     args = parser.parse_args(argv)
@@ -109,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     from vat3d.evaluation.metrics import pairwise_chamfer
     from vat3d.pretrained import load_generator, load_tokenizer
 
-    settings = GenerationEvalSettings(num_conditions=args.num_samples,
+    settings = GenerationEvalSettings(num_conditions=args.num_samples, split=args.split,
+                                      resolution=args.resolution, n_points=args.n_points,
                                       sources=tuple(args.source) if args.source else None)
     refs = [r for r in load_references(args.data, settings) if r["caption"]]
     generator, tokenizer = load_generator(args.generator).eval(), load_tokenizer(args.tokenizer).eval()
@@ -122,8 +136,15 @@ def main(argv: list[str] | None = None) -> dict:
     families = [r["family"] for r in refs]
     ref_RN3 = normalize_clouds(np.stack([r["points"] for r in refs]), settings.normalize)
     flat_XN3 = normalize_clouds(state["points"].reshape(n * k_max, settings.n_points, 3), settings.normalize)
-    d_rr = pairwise_chamfer(ref_RN3, ref_RN3).numpy()
-    d_rx = pairwise_chamfer(ref_RN3, flat_XN3).numpy().reshape(n, n, k_max)  # reference, caption, draw
+    cache = args.work / "chamfer.npz"  # the distances take longer than the draws: kept for reruns
+    ids = np.array([r["id"] for r in refs])
+    if cache.exists() and list(np.load(cache)["ids"]) == list(ids) and np.load(cache)["d_rx"].shape == (n, n * k_max):
+        d_rr, d_rx = np.load(cache)["d_rr"], np.load(cache)["d_rx"]
+    else:
+        d_rr = pairwise_chamfer(ref_RN3, ref_RN3).numpy()
+        d_rx = pairwise_chamfer(ref_RN3, flat_XN3).numpy()
+        np.savez(cache, d_rr=d_rr, d_rx=d_rx, ids=ids)
+    d_rx = d_rx.reshape(n, n, k_max)  # reference, caption, draw
     predicted = np.array(families)[d_rx.argmin(axis=0)]
     right_NK = predicted == np.array(families)[:, None]
     others = d_rr.astype(np.float64).copy()
@@ -137,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
               "family_match_any_draw": float(right_NK.any(axis=1).mean()),
               "seconds_draw": seconds_draw, "rules": {}}
     rows = np.arange(n)
-    for name, chosen in rules(state, settings.mend_share).items():
+    for name, chosen in rules(state, settings.mend_share, settings.iso).items():
         kept = flat_XN3[rows * k_max + chosen]
         metrics = generation_metrics(d_rx[:, rows, chosen], d_rr, pairwise_chamfer(kept, kept).numpy())
         metrics.update(family_match=float(right_NK[rows, chosen].mean()),

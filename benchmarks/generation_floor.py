@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", required=True, help="a prepared dataset (vat3d prepare)")
     parser.add_argument("--source", action="append", help="keep only held-out shapes of this source (repeatable)")
     parser.add_argument("--num-samples", type=int, default=None, help="held-out shapes used (default: all)")
+    parser.add_argument("--split", default="val", help="val (held out, as eval-generation), train or all")
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--n-points", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/generation_floor.json")
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vat3d.evaluation.metrics import pairwise_chamfer
     from vat3d.pretrained import load_tokenizer
 
-    settings = GenerationEvalSettings(num_conditions=args.num_samples, n_points=args.n_points,
+    settings = GenerationEvalSettings(num_conditions=args.num_samples, n_points=args.n_points, split=args.split,
                                       resolution=args.resolution,
                                       sources=tuple(args.source) if args.source else None)
     refs = load_references(args.data, settings)

@@ -1,4 +1,5 @@
-"""benchmarks/sampling_sweep.py and benchmarks/generator_study.py end to end on tiny models and data."""
+"""benchmarks/sampling_sweep.py, generator_study.py, generation_floor.py and candidate_ranking.py end to end on
+tiny models and data."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from vat3d.models.generator import NextScaleGenerator
 from vat3d.models.tokenizer import VATokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import candidate_ranking  # noqa: E402
+import generation_floor  # noqa: E402
 import generator_study  # noqa: E402
 import sampling_sweep  # noqa: E402
 
@@ -115,3 +118,40 @@ def test_generation_sheet_end_to_end(tmp_path):
         y, x = header + pad + row * (size + pad), label_width + pad + col * (size + pad)
         return sheet[y:y + size, x:x + size]
     assert cell(1, 0).std() > 5.0 and cell(1, 0).std() > cell(0, 0).std()
+
+
+def test_generation_floor_end_to_end(tiny, tmp_path):
+    root, tok_dir, _, _ = tiny
+    out = tmp_path / "floor.json"
+    result = generation_floor.main(["--tokenizer", str(tok_dir), "--data", str(root / "data"), "--split", "all",
+                                    "--num-samples", "5", "--resolution", "16", "--n-points", "128",
+                                    "--out", str(out), "--sheet", str(tmp_path / "floor.png"),
+                                    "--sheet-families", "mug,table,chair"])
+    saved = json.loads(out.read_text())
+    assert saved["num_references"] == 5 and saved["summary"] == result["summary"]
+    summary = saved["summary"]
+    for key in ("1-NNA-CD_reconstructed", "1-NNA-CD_reconstructed_unpaired", "family_match_reconstructed",
+                "family_match_reference"):
+        assert 0 <= summary[key] <= 1
+    per_family = saved["family_match_reconstructed_per_family"]
+    assert per_family and all(0 <= v <= 1 for v in per_family.values())
+    drawn = {"mug", "table", "chair"} & set(per_family)
+    assert ("sheet" in saved) == bool(drawn) and (not drawn or Path(saved["sheet"]).stat().st_size > 0)
+
+
+def test_candidate_ranking_end_to_end_and_resumes(tiny, tmp_path):
+    root, tok_dir, gen_dir, _ = tiny
+    args = ["--generator", str(gen_dir), "--tokenizer", str(tok_dir), "--data", str(root / "data"), "--split",
+            "all", "--num-samples", "4", "--candidates", "2", "--resolution", "16", "--n-points", "128",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "ranking.json")]
+    result = candidate_ranking.main(args)
+    assert result["num_captions"] == 4 and result["candidates"] == 2
+    assert len(result["family_match_per_draw"]) == 2
+    assert result["family_match_any_draw"] >= max(result["family_match_per_draw"])
+    rules = result["rules"]
+    assert "whole at the highest level (shipped)" in rules and "first draw" in rules
+    assert all(0 <= r["1-NNA-CD"] <= 1 and 0 <= r["family_match"] <= 1 for r in rules.values())
+    draws = np.load(tmp_path / "work" / "draws.npz")
+    assert int(draws["done"]) == 4 and draws["ll_cond"].shape == (4, 2) and (draws["ll_cond"] < 0).all()
+    # a rerun reuses the saved draws and distances and scores the same
+    assert candidate_ranking.main(args)["rules"] == rules

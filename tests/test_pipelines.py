@@ -99,7 +99,7 @@ def test_iso_meshes_another_level_of_the_same_tokens(tok, class_gen):
     assert whole[0].area == pytest.approx(surface_pieces(base[0]).area_P.max())
 
 
-def test_candidates_keep_the_least_torn_of_n_draws(tok, class_gen):
+def test_candidates_keep_a_whole_draw_else_the_least_torn(tok, class_gen):
     from vat3d.pipelines import candidate_score
 
     plain = generate_meshes(class_gen, tok, class_label="mug", n=3, seed=5, resolution=RES, **PLAIN)
@@ -109,9 +109,12 @@ def test_candidates_keep_the_least_torn_of_n_draws(tok, class_gen):
     # candidate 0 is plain sampling with the same seed
     assert [s[0] for s in scores_NK] == pytest.approx([candidate_score(m) for m in plain])
     assert len({round(s, 9) for row in scores_NK for s in row}) > 1  # the draws differ
+    assert best.settings["candidate_levels"] == [[0.0] * 3] * 3  # nothing mended here
     for i, mesh in enumerate(best):
         k = chosen[i]
-        assert scores_NK[i][k] == min(scores_NK[i]) and k == scores_NK[i].index(min(scores_NK[i]))
+        whole = [j for j, score in enumerate(scores_NK[i]) if score <= 0.01]
+        # at one level: the first whole draw, else the least torn (the earlier on a tie)
+        assert k == (whole[0] if whole else scores_NK[i].index(min(scores_NK[i])))
         assert candidate_score(mesh) == pytest.approx(scores_NK[i][k])
         # the kept tokens are the kept mesh's tokens
         ref = tokens_to_mesh(tok, best.sample_tokens(i), resolution=RES)
@@ -120,6 +123,17 @@ def test_candidates_keep_the_least_torn_of_n_draws(tok, class_gen):
             assert all(torch.equal(a[i], b[i]) for a, b in zip(best.tokens, plain.tokens))
     with pytest.raises(ValueError, match="candidates must be >= 1"):
         generate_meshes(class_gen, tok, class_label="mug", n=1, candidates=0)
+
+
+def test_candidate_rank_prefers_whole_draws_at_the_highest_level():
+    from vat3d.pipelines import candidate_rank
+
+    draws = [(0.3, 0.0), (0.005, -1.0), (0.0, -0.5), (0.008, -0.5), (0.02, -2.0), (1.0, 0.0)]  # (score, level)
+    ranked = sorted(range(len(draws)), key=lambda k: (*candidate_rank(*draws[k], iso=0.0, mend_share=0.01), k))
+    # whole ones by level (the earlier on a tie), then the torn by torn share, then the shrunk
+    assert ranked == [2, 3, 1, 4, 0, 5]
+    # a lower iso moves the levels with it
+    assert candidate_rank(0.0, -1.0, iso=-1.0) < candidate_rank(0.0, -1.5, iso=-1.0)
 
 
 def test_candidate_score_ranks_whole_torn_shrunk_speck_empty():

@@ -34,7 +34,8 @@ def eval_generation(
     top_k: int = typer.Option(0, "--top-k", help="Top-k filtering (0 = off)."),
     top_p: float = typer.Option(TOP_P, "--top-p", help="Top-p filtering (1 = off)."),
     candidates: int = typer.Option(CANDIDATES, "--candidates", min=1,
-                                   help="Best of N per shape: draw N, keep the least torn (1: plain sampling)."),
+                                   help="Best of N per shape: draw N, keep a whole one needing the least mending, "
+                                        "else the least torn (1: plain sampling)."),
     mend: str = typer.Option(mend_text(MEND_STEPS), "--mend", help=MEND_HELP),
     num_scales: Optional[int] = typer.Option(None, "--num-scales", help="Generate only the first k scales."),
     iso: float = typer.Option(0.0, "--iso", help="Occupancy logit meshed as the surface (below 0: fatter shapes)."),

@@ -49,7 +49,8 @@ def generate(
     top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely tokens (0 = all)."),
     top_p: float = typer.Option(TOP_P, "--top-p", help="Nucleus sampling mass (1 = off)."),
     candidates: int = typer.Option(CANDIDATES, "--candidates", min=1,
-                                   help="Best of N: draw N per shape and keep the least torn (N times the time)."),
+                                   help="Best of N: draw N per shape, keep a whole one needing the least mending, "
+                                        "else the least torn (N times the time)."),
     mend: str = typer.Option(mend_text(MEND_STEPS), "--mend", help=MEND_HELP),
     resolution: int = typer.Option(128, help="Marching-cubes resolution."),
     num_scales: Optional[int] = typer.Option(None, "--num-scales", help="Stop after this many scales (coarser shapes)."),

@@ -49,7 +49,8 @@ from vat3d.models.sampling_defaults import CANDIDATES, CFG_SCALE, CFG_SCHEDULE, 
 
 __all__ = ["GenerationEvalSettings", "load_references", "normalize_clouds", "generation_metrics",
            "family_match", "reconstruction_ceiling", "evaluate_generation", "write_generation_report",
-           "markdown_report", "normalized_reference_mesh", "real_surface", "reconstructed_surface", "reference_fragmentation", "per_family_summary"]
+           "markdown_report", "normalized_reference_mesh", "real_surface", "reconstructed_surface",
+           "reference_fragmentation", "per_family_summary"]
 
 
 @dataclass
