@@ -17,8 +17,8 @@ from vat3d.data.prepare import prepare_dataset
 from vat3d.data.procedural import FAMILIES
 from vat3d.evaluation.generation import (GenerationEvalSettings, evaluate_generation, family_match,
                                          generation_metrics, load_references, normalize_clouds,
-                                         per_family_summary, real_surface, reconstruction_ceiling,
-                                         write_generation_report)
+                                         per_family_summary, real_surface, reconstruction_ceiling)
+from vat3d.evaluation.generation_report import write_generation_report
 from vat3d.evaluation.metrics import fragmentation, is_degenerate, mmd_cov_1nna, pairwise_chamfer
 from vat3d.models.generator import NextScaleGenerator
 from vat3d.models.tokenizer import VATokenizer

@@ -61,7 +61,8 @@ def eval_generation(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vat3d.evaluation.generation import GenerationEvalSettings, evaluate_generation, write_generation_report
+    from vat3d.evaluation.generation import GenerationEvalSettings, evaluate_generation
+    from vat3d.evaluation.generation_report import write_generation_report
     from vat3d.pretrained import load_generator, load_tokenizer
 
     try:
