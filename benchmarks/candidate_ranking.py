@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,11 +53,11 @@ def draw(generator, tokenizer, refs, settings, candidates: int, work: Path, batc
     for start in range(state["done"], n, batch_size):
         idx = list(range(start, min(n, start + batch_size)))
         texts = [refs[i]["caption"] for i in idx]
+        conditions = build_conditions(generator, text=texts, n=len(idx))
         for k in range(candidates):
             tokens = generate_tokens(generator, text=texts, n=len(idx), seed=candidate_seed(settings.seed + start, k),
                                      cfg_scale=settings.cfg_scale, cfg_schedule=settings.cfg_schedule,
                                      top_p=settings.top_p)
-            conditions = build_conditions(generator, text=texts, n=len(idx))
             state["ll_cond"][idx, k] = generator.log_likelihood(tokens, conditions).numpy()
             state["ll_null"][idx, k] = generator.log_likelihood(tokens).numpy()
             for j, i in enumerate(idx):
@@ -88,18 +87,21 @@ def rules(state: dict, mend_share: float, iso: float = 0.0) -> dict[str, np.ndar
                 out[i] = ok[np.argmax(value[i, ok])]
         return out
 
+    def by_rank(tiebreak_NK):  # the shipped candidate_rank, then the smallest tie-break
+        return np.array([min(range(k_max), key=lambda k: (*candidate_rank(score[i, k], level[i, k], iso, mend_share),
+                                                          tiebreak_NK[i, k])) for i in range(n)])
+
     whole = score <= mend_share
-    shipped = np.array([min(range(k_max), key=lambda k: (*candidate_rank(score[i, k], level[i, k], iso, mend_share), k))
-                        for i in range(n)])
-    return {"first draw": np.zeros(n, int), "whole at the highest level (shipped)": shipped,
+    draw_index = np.broadcast_to(np.arange(k_max), score.shape)
+    return {"first draw": np.zeros(n, int), "whole at the highest level (shipped)": by_rank(draw_index),
             "least torn (before)": least_torn,
             "whole, max log p(x|caption)": best_of(state["ll_cond"], whole),
             "whole, max PMI": best_of(pmi, whole),
             "whole, min PMI (control)": best_of(-pmi, whole),
             "full-size, max PMI": best_of(pmi, score < 1.0),
             # the shipped rule with a likelihood instead of the draw's index as the last tie-break
-            "whole at the highest level, then max log p(x|caption)": best_of(state["ll_cond"] + 1e6 * level, whole),
-            "whole at the highest level, then max PMI": best_of(pmi + 1e6 * level, whole)}
+            "whole at the highest level, then max log p(x|caption)": by_rank(-state["ll_cond"]),
+            "whole at the highest level, then max PMI": by_rank(-pmi)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -117,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/candidate_ranking.json")
     args = parser.parse_args(argv)
 
-    from vat3d.evaluation.generation import (GenerationEvalSettings, family_match, generation_metrics,
-                                             load_references, normalize_clouds)
+    from vat3d.evaluation.generation import (GenerationEvalSettings, generation_metrics,
+                                             leave_one_out_family_match, load_references, normalize_clouds)
     from vat3d.evaluation.metrics import pairwise_chamfer
     from vat3d.pretrained import load_generator, load_tokenizer
 
@@ -138,8 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
     flat_XN3 = normalize_clouds(state["points"].reshape(n * k_max, settings.n_points, 3), settings.normalize)
     cache = args.work / "chamfer.npz"  # the distances take longer than the draws: kept for reruns
     ids = np.array([r["id"] for r in refs])
-    if cache.exists() and list(np.load(cache)["ids"]) == list(ids) and np.load(cache)["d_rx"].shape == (n, n * k_max):
-        d_rr, d_rx = np.load(cache)["d_rr"], np.load(cache)["d_rx"]
+    saved = dict(np.load(cache)) if cache.exists() else {}
+    if saved and list(saved["ids"]) == list(ids) and saved["d_rx"].shape == (n, n * k_max):
+        d_rr, d_rx = saved["d_rr"], saved["d_rx"]
     else:
         d_rr = pairwise_chamfer(ref_RN3, ref_RN3).numpy()
         d_rx = pairwise_chamfer(ref_RN3, flat_XN3).numpy()
@@ -147,13 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
     d_rx = d_rx.reshape(n, n, k_max)  # reference, caption, draw
     predicted = np.array(families)[d_rx.argmin(axis=0)]
     right_NK = predicted == np.array(families)[:, None]
-    others = d_rr.astype(np.float64).copy()
-    np.fill_diagonal(others, np.inf)
     result = {"command": "python benchmarks/candidate_ranking.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "num_captions": n, "candidates": k_max,
               "settings": {"cfg_scale": settings.cfg_scale, "cfg_schedule": settings.cfg_schedule,
                            "top_p": settings.top_p, "mend": list(settings.mend), "resolution": settings.resolution},
-              "family_match_reference": family_match(others, families, families)["rate"],
+              "family_match_reference": leave_one_out_family_match(d_rr, families),
               "family_match_per_draw": right_NK.mean(axis=0).tolist(),
               "family_match_any_draw": float(right_NK.any(axis=1).mean()),
               "seconds_draw": seconds_draw, "rules": {}}

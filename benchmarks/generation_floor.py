@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from rich.progress import track
 
-    from vat3d.evaluation.generation import (GenerationEvalSettings, normalized_reference_mesh, family_match,
-                                             load_references, mesh_points, normalize_clouds, reconstructed_surface,
+    from vat3d.evaluation.generation import (GenerationEvalSettings, family_match, leave_one_out_family_match,
+                                             load_references, mesh_points, normalize_clouds,
+                                             normalized_reference_mesh, reconstructed_surface,
                                              reconstruction_ceiling)
     from vat3d.evaluation.metrics import pairwise_chamfer
     from vat3d.pretrained import load_tokenizer
@@ -77,12 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
     seconds_chamfer = time.perf_counter() - start
     families = [ref["family"] for ref in refs]
     summary = reconstruction_ceiling(d_rc, d_rr, d_cc, families)
-    others = d_rr.astype(np.float64).copy()
-    np.fill_diagonal(others, np.inf)  # the 1-NN classifier's leave-one-out accuracy: the ceiling
-    summary["family_match_reference"] = family_match(others, families, families)["rate"]
+    summary["family_match_reference"] = leave_one_out_family_match(d_rr, families)
     unpaired = d_rc.astype(np.float64).copy()
-    np.fill_diagonal(unpaired, np.inf)
-    predicted = [families[j] for j in unpaired.argmin(axis=0)]
+    np.fill_diagonal(unpaired, np.inf)  # as reconstruction_ceiling: each reconstruction's own shape left out
+    predicted = family_match(unpaired.T, families, families)["predicted"]
     per_family = {f: float(np.mean([p == f for p, g in zip(predicted, families) if g == f]))
                   for f in sorted(set(families)) if f}
     result = {"command": "python benchmarks/generation_floor.py " + " ".join(argv if argv is not None else sys.argv[1:]),
